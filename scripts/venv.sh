@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment and link it as .venv.
+# The venv lives outside the checkout, keyed on the requirements' hash, so CI and fresh clones
+# reuse one multi-GB torch install instead of rebuilding it on every run.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+py=${PYTHON:-python3}
+hash=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+base=${STREAM_VENV_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/stream-classifier}
+venv="$base/venv-$hash"
+if [ ! -f "$venv/.complete" ]; then
+  echo "Creating virtual environment $venv (first time only; torch is several GB)..." >&2
+  rm -rf "$venv"
+  mkdir -p "$base"
+  "$py" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip >&2
+  "$venv/bin/python" -m pip install -q -r requirements-dev.txt >&2
+  touch "$venv/.complete"
+fi
+ln -sfn "$venv" .venv

@@ -1,0 +1,1 @@
+"""Real-time video stream classifier: source → capture → queue → inference → render → sinks."""

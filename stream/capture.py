@@ -1,0 +1,51 @@
+"""Capture stage: source → bounded queue, in its own thread."""
+
+from __future__ import annotations
+
+import threading
+
+from stream.errors import StreamError
+from stream.queues import FrameQueue
+from stream.sources import Source
+from stream.stats import StatsCollector
+from stream.worker import Worker
+
+
+class CaptureThread(Worker):
+    def __init__(self, source: Source, out: FrameQueue, stats: StatsCollector, stop: threading.Event,
+                 max_frames: int | None = None, loop: bool = False) -> None:
+        super().__init__("capture", stop)
+        self.source = source
+        self.out = out
+        self.stats = stats
+        self.max_frames = max_frames
+        self.loop = loop
+        self.frames_read = 0
+        self.end_reason = "end of input"
+        # A lost live stream ends the run gracefully (queued frames are still processed), then
+        # the main thread reports it as an error.
+        self.stream_error: StreamError | None = None
+
+    def work(self) -> None:
+        read_this_pass = 0
+        while not self.stop.is_set():
+            if self.max_frames is not None and self.frames_read >= self.max_frames:
+                self.end_reason = f"--max-frames {self.max_frames} reached"
+                break
+            try:
+                frame = self.source.read()
+            except StreamError as exc:
+                self.stream_error = exc
+                self.end_reason = str(exc)
+                break
+            if frame is None:
+                # An empty pass would make --loop spin forever on a file that no longer decodes.
+                if self.loop and read_this_pass > 0 and self.source.rewind():
+                    read_this_pass = 0
+                    continue
+                break
+            self.stats.captured(frame.captured_at)
+            self.out.put(frame)
+            self.frames_read += 1
+            read_this_pass += 1
+        self.out.close(self.end_reason)

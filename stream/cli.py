@@ -1,0 +1,189 @@
+"""Command line: parse and merge settings, open the stages, run, report. Errors become one line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+from stream.config import BACKENDS, DROP_POLICIES, PRECISIONS, Config, load_toml, merge
+from stream.errors import StreamError, UserError
+
+EXIT_INTERRUPTED = {"SIGTERM": 143}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + error
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Config()
+    p = _Parser(prog="run_stream.py", argument_default=argparse.SUPPRESS,
+                description="Classify every frame of a camera, stream, video or images in real time.")
+    p.add_argument("--config", help="TOML file with the same keys as these flags (flags win)")
+    p.add_argument("--source", help="camera index (0), video file, rtsp/http URL, image or image folder; "
+                                    "default: a sample clip of real photographs")
+    p.add_argument("--output", help="annotated video to write (.mp4, .avi, ...)")
+    p.add_argument("--report", help="run report JSON to write (a summary is always printed)")
+    p.add_argument("--predictions", help="JSON lines file, one line per processed frame")
+    p.add_argument("--model", help=f"torchvision classification model or efficientnet_lite0 (default {d.model})")
+    p.add_argument("--weights", help="imagenet (download once, cached), random, or a local state_dict file")
+    p.add_argument("--backend", choices=BACKENDS, help=f"inference backend (default {d.backend})")
+    p.add_argument("--trt", dest="backend", action="store_const", const="tensorrt", help="= --backend tensorrt")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--precision", choices=PRECISIONS, help="fp16 needs a CUDA GPU (default fp32)")
+    p.add_argument("--batch", type=int, help=f"micro-batch size for the model (default {d.batch})")
+    p.add_argument("--queue-size", type=int, help=f"capture→inference queue length (default {d.queue_size})")
+    p.add_argument("--drop-policy", choices=DROP_POLICIES,
+                   help="latest: keep newest frames (live default); block: lossless (files default)")
+    p.add_argument("--max-frames", type=int, help="stop after reading this many frames")
+    p.add_argument("--loop", action="store_true", help="replay a file or image folder until stopped")
+    p.add_argument("--display", action=argparse.BooleanOptionalAction,
+                   help="show a window (default: if a display exists)")
+    p.add_argument("--dashboard", action=argparse.BooleanOptionalAction,
+                   help="live terminal dashboard (default: when stdout is a terminal)")
+    p.add_argument("--target-fps", type=float, help="real-time target (default: the source's fps, else 30)")
+    p.add_argument("--warmup", type=int, help=f"untimed warm-up iterations before the run (default {d.warmup})")
+    p.add_argument("--status-every", type=float, help="seconds between plain status lines without a dashboard")
+    return p
+
+
+def _on_sigterm(signum, frame):
+    from stream.pipeline import Terminated
+
+    raise Terminated
+
+
+def main(argv: list[str] | None = None, process_start: float | None = None) -> int:
+    process_start = time.perf_counter() if process_start is None else process_start
+    args = vars(build_parser().parse_args(argv))
+    if threading_is_main():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return run(args, process_start)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:
+        print("interrupted before the run started; nothing was processed", file=sys.stderr)
+        return 143 if type(exc).__name__ == "Terminated" else 130
+    except Exception as exc:  # noqa: BLE001 - one line for users; STREAM_DEBUG=1 for the traceback
+        if os.environ.get("STREAM_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with STREAM_DEBUG=1 for details)",
+              file=sys.stderr)
+        return 1
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def run(args: dict, process_start: float) -> int:
+    config_path = args.pop("config", None)
+    display, dashboard = args.pop("display", None), args.pop("dashboard", None)
+    for key, value in (("display", display), ("dashboard", dashboard)):
+        if value is not None:
+            args[key] = "on" if value else "off"
+    cfg = merge(load_toml(config_path) if config_path else {}, args)
+
+    from stream.backends import backend_class
+    from stream.sinks import check_writable
+
+    for flag, path in (("--output", cfg.output), ("--report", cfg.report), ("--predictions", cfg.predictions)):
+        if path:
+            check_writable(path, flag)
+    backend_cls = backend_class(cfg.backend)  # fails fast, before any model is loaded
+
+    from stream.sources import open_source
+
+    uri = cfg.source
+    if uri is None:
+        from stream.sample import sample_clip
+
+        uri = str(sample_clip())
+        print(f"no --source given: using the sample clip {uri}", file=sys.stderr)
+    source = open_source(uri)
+    try:
+        return _run_with_source(cfg, source, backend_cls, process_start)
+    finally:
+        source.close()
+
+
+def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> int:
+    from models import load_model
+    from stream.dashboard import LiveDashboard, StatusPrinter
+    from stream.pipeline import PipelineOptions, run_pipeline
+    from stream.preprocess import Preprocessor
+    from stream.render import Renderer
+    from stream.report import LoadTimes, build_report, summary, write_report
+    from stream.runinfo import RunInfo
+    from stream.sinks import PredictionsLog, VideoFileSink, WindowSink, display_available
+
+    info_src = source.info
+    policy = cfg.drop_policy if cfg.drop_policy != "auto" else ("latest" if info_src.live else "block")
+    target_fps = cfg.target_fps or info_src.fps or 30.0
+
+    print(f"loading {cfg.model} ({cfg.weights} weights)...", file=sys.stderr)
+    model = load_model(cfg.model, cfg.weights)
+    backend = backend_cls(model, cfg.device, cfg.precision)
+    try:
+        warmup_s = backend.warmup(cfg.batch, cfg.warmup)
+        if cfg.batch > 1:  # the last, partial batch of a file must not pay for a new shape
+            warmup_s += backend.warmup(1, min(cfg.warmup, 2))
+        info = RunInfo(info_src, model.name, model.weights, model.random_weights, backend.name,
+                       backend.device, backend.precision, cfg.batch, policy)
+        sinks = []
+        try:
+            if cfg.output:
+                sinks.append(VideoFileSink(cfg.output, info_src.fps or 30.0, info_src.width, info_src.height))
+            if cfg.predictions:
+                sinks.append(PredictionsLog(cfg.predictions))
+            if cfg.display == "on" or (cfg.display == "auto" and display_available()):
+                sinks.append(WindowSink())
+        except BaseException:
+            for sink in sinks:
+                sink.close()
+            raise
+        live_ui = cfg.dashboard == "on" or (cfg.dashboard == "auto" and sys.stdout.isatty())
+        ui = LiveDashboard(info) if live_ui else StatusPrinter(cfg.status_every)
+        load = LoadTimes(model.load_s, warmup_s, time.perf_counter() - process_start)
+        opts = PipelineOptions(cfg.queue_size, policy, cfg.batch, cfg.max_frames, cfg.loop, target_fps)
+        outcome = run_pipeline(source, backend, Preprocessor(model.preprocess), model.categories,
+                               Renderer(model.random_weights), sinks, ui, opts)
+        written = next((s.written for s in sinks if isinstance(s, VideoFileSink)), None)
+        report = build_report(info, outcome, load, written, process_start, backend.cuda_peak_mb())
+    finally:
+        backend.close()
+    if getattr(source, "skipped", None):
+        report["warnings"].append(f"{len(source.skipped)} unreadable image(s) skipped: {source.skipped[:3]}")
+    expected = info_src.frame_count
+    if outcome.status == "completed" and not cfg.loop and cfg.max_frames is None and expected \
+            and info_src.kind == "file" and outcome.frames_read < expected:
+        report["warnings"].append(f"decoded {outcome.frames_read} of {expected} frames: the rest of the file "
+                                  "is truncated or corrupt")
+    if cfg.report:
+        write_report(report, cfg.report)
+    print(summary(report))
+    if outcome.status == "interrupted":
+        print(f"interrupted ({outcome.end_reason}): outputs hold the {report['frames']['shown']} frames "
+              "processed so far", file=sys.stderr)
+        return EXIT_INTERRUPTED.get(outcome.end_reason, 130)
+    if outcome.error is not None:
+        err = outcome.error
+        if isinstance(err, UserError):
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
+        print(f"error in a pipeline thread: {type(err).__name__}: {err} "
+              "(outputs hold the frames processed so far)", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["main", "StreamError"]

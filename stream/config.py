@@ -1,0 +1,112 @@
+"""Run settings: defaults < `--config FILE` (TOML, same keys as the flags) < command-line flags."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from stream.errors import UserError
+
+DROP_POLICIES = ("auto", "latest", "block")
+BACKENDS = ("torch", "tensorrt")
+PRECISIONS = ("fp32", "fp16")
+TRISTATE = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str | None = None  # None: the bundled sample clip
+    output: str | None = None
+    report: str | None = None
+    predictions: str | None = None
+    model: str = "alexnet"
+    weights: str = "imagenet"
+    backend: str = "torch"
+    device: str = "auto"
+    precision: str = "fp32"
+    batch: int = 1
+    queue_size: int = 8
+    drop_policy: str = "auto"
+    max_frames: int | None = None
+    loop: bool = False
+    display: str = "auto"
+    dashboard: str = "auto"
+    target_fps: float | None = None  # None: the source's own fps, else 30
+    warmup: int = 5
+    status_every: float = 5.0
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(Config)}
+
+
+def _check_type(key: str, value, where: str):
+    kind = FIELD_TYPES[key]
+    if value is None and "None" in kind:
+        return None
+    if kind.startswith("bool"):
+        ok = isinstance(value, bool)
+    elif kind.startswith("int"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind.startswith("float"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if key in ("display", "dashboard") and isinstance(value, bool):
+        return "on" if value else "off"
+    if not ok:
+        raise UserError(f"{where}: {key} = {value!r} should be of type {kind.replace(' | None', '')}")
+    return value
+
+
+def load_toml(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--config {path}: no such file")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"--config {path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(data) - set(FIELD_TYPES))
+    if unknown:
+        raise UserError(f"--config {path}: unknown key(s) {', '.join(unknown)}; "
+                        f"valid keys: {', '.join(FIELD_TYPES)}")
+    return {k: _check_type(k, v, f"--config {path}") for k, v in data.items()}
+
+
+def merge(file_values: dict, flag_values: dict) -> Config:
+    """Flags win over the config file, which wins over the defaults; the result is validated."""
+    cfg = replace(Config(), **file_values)
+    cfg = replace(cfg, **{k: _check_type(k, v, "flag --" + k.replace("_", "-")) for k, v in flag_values.items()})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    def bad(key: str, value, fix: str) -> UserError:
+        return UserError(f"bad value for {key.replace('_', '-')}: {value!r}; {fix}")
+
+    if cfg.batch < 1 or cfg.batch > 256:
+        raise bad("batch", cfg.batch, "use a batch size from 1 to 256")
+    if cfg.queue_size < 1 or cfg.queue_size > 1024:
+        raise bad("queue_size", cfg.queue_size, "use a queue size from 1 to 1024")
+    if cfg.max_frames is not None and cfg.max_frames < 1:
+        raise bad("max_frames", cfg.max_frames, "use a positive number of frames")
+    if cfg.warmup < 0:
+        raise bad("warmup", cfg.warmup, "use 0 or more warm-up iterations")
+    if cfg.target_fps is not None and not 0 < cfg.target_fps <= 1000:
+        raise bad("target_fps", cfg.target_fps, "use a frame rate above 0")
+    if cfg.status_every <= 0:
+        raise bad("status_every", cfg.status_every, "use a positive number of seconds")
+    for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKENDS), ("precision", PRECISIONS),
+                         ("display", TRISTATE), ("dashboard", TRISTATE)):
+        if getattr(cfg, key) not in choices:
+            raise bad(key, getattr(cfg, key), f"choose one of {', '.join(choices)}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):
+        raise bad("device", cfg.device, "use auto, cpu, cuda or cuda:N")
+    if cfg.precision == "fp16" and cfg.device == "cpu":
+        raise UserError("--precision fp16 needs a CUDA GPU; use --precision fp32 on CPU")
+    if not cfg.weights:
+        raise bad("weights", cfg.weights, "use imagenet, random or a path to a state_dict file")

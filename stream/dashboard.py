@@ -1,0 +1,124 @@
+"""Live terminal dashboard: a pure function from a stats snapshot to a rich renderable,
+plus a plain status line for when stdout is not a terminal."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from stream.render import RANDOM_WARNING
+from stream.runinfo import RunInfo
+from stream.stats import STAGES, StatsSnapshot
+
+VERDICT_STYLE = {"real-time": "bold green", "not real-time": "bold red", "undecided": "yellow"}
+
+
+def _ms(value: float) -> str:
+    return "--" if value != value else f"{value:.1f}"
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
+    header = Table.grid(padding=(0, 2))
+    header.add_row("source", f"{info.source.uri} ({info.source.kind}, {info.drop_policy})")
+    header.add_row("model", f"{info.model}  weights: {info.weights}")
+    header.add_row("backend", f"{info.backend} on {info.device}, {info.precision}, batch {info.batch}")
+
+    fps = Table(title="FPS", expand=True)
+    for col in ("stage", "1 s", "10 s", "run"):
+        fps.add_column(col, justify="right" if col != "stage" else "left")
+    for stage in ("capture", "inference", "pipeline"):
+        fps.add_row(stage, *(f"{getattr(r, stage):.1f}" for r in (snap.fps_1s, snap.fps_10s, snap.fps_total)))
+    fps.add_row("model only", "", "", f"{snap.model_fps:.1f}")
+
+    latency = Table(title="latency ms (last 10 s)", expand=True)
+    for col in ("stage", "p50", "p95"):
+        latency.add_column(col, justify="right" if col != "stage" else "left")
+    for stage in STAGES:
+        p = snap.latency_ms[stage]
+        latency.add_row(stage.replace("_", "-"), _ms(p.p50), _ms(p.p95))
+
+    top = Table(title="top-5", expand=True)
+    top.add_column("label")
+    top.add_column("prob", justify="right")
+    for t in snap.top:
+        top.add_row(t.label, f"{t.prob * 100:.1f}%")
+
+    state = Table.grid(padding=(0, 2))
+    state.add_row("frames", f"read {snap.frames_read}  processed {snap.frames_processed}  "
+                            f"shown {snap.frames_rendered}  dropped {snap.frames_dropped}")
+    state.add_row("queue", f"{snap.queue_fill}/{snap.queue_size}")
+    cuda = "" if snap.cuda_mb is None else f"  CUDA peak {snap.cuda_mb:.0f} MB"
+    state.add_row("memory", f"RSS {snap.rss_mb:.0f} MB  peak {snap.peak_rss_mb:.0f} MB{cuda}")
+    if snap.total_frames:
+        done = min(snap.frames_rendered, snap.total_frames)
+        state.add_row("progress", Group(ProgressBar(total=snap.total_frames, completed=done, width=30),
+                                        Text(f"{done}/{snap.total_frames}  ETA {_eta(snap.eta_s)}")))
+    if snap.verdict is not None:
+        v = snap.verdict
+        state.add_row("verdict", Text(f"{v.verdict.upper()}: {v.reason}", style=VERDICT_STYLE[v.verdict]))
+
+    grid = Table.grid(expand=True)
+    grid.add_column(ratio=1)
+    grid.add_column(ratio=1)
+    grid.add_column(ratio=1)
+    grid.add_row(fps, latency, top)
+    parts = [header]
+    if info.random_weights:
+        parts.append(Text(RANDOM_WARNING, style="bold white on red"))
+    parts += [grid, state]
+    return Panel(Group(*parts), title="stream classifier", subtitle=f"{snap.elapsed_s:.1f} s")
+
+
+def status_line(snap: StatsSnapshot) -> str:
+    progress = f"{snap.frames_rendered}"
+    if snap.total_frames:
+        progress += f"/{snap.total_frames} ({snap.frames_rendered / snap.total_frames:.0%}) ETA {_eta(snap.eta_s)}"
+    e2e = snap.latency_ms["end_to_end"]
+    top = f" | top: {snap.top[0].label} {snap.top[0].prob:.0%}" if snap.top else ""
+    return (f"[{snap.elapsed_s:6.1f}s] frames {progress} | pipeline {snap.fps_10s.pipeline:.1f} fps "
+            f"| e2e p50 {_ms(e2e.p50)} ms p95 {_ms(e2e.p95)} ms | dropped {snap.frames_dropped} "
+            f"| RSS {snap.rss_mb:.0f} MB{top}")
+
+
+class LiveDashboard:
+    """rich Live, refreshed by the render loop (no refresh thread of its own)."""
+
+    def __init__(self, info: RunInfo, console=None) -> None:
+        from rich.live import Live
+
+        self.info = info
+        self._live = Live(console=console, auto_refresh=False, transient=False, redirect_stderr=False)
+        self._live.start()
+
+    def update(self, snap: StatsSnapshot) -> None:
+        self._live.update(build_dashboard(snap, self.info), refresh=True)
+
+    def close(self) -> None:
+        self._live.stop()
+
+
+class StatusPrinter:
+    """A plain status line every few seconds, for logs and pipes."""
+
+    def __init__(self, every_s: float = 5.0, print_fn=print) -> None:
+        self.every_s = every_s
+        self._print = print_fn
+        self._next = 0.0
+
+    def update(self, snap: StatsSnapshot) -> None:
+        if snap.elapsed_s >= self._next:
+            self._print(status_line(snap), flush=True)
+            self._next = snap.elapsed_s + self.every_s
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,64 @@
+"""The typed records that flow between stages: Frame → Prediction → Classified."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded image from a source."""
+
+    index: int  # position in the source (0-based); gaps mean frames were dropped
+    image: np.ndarray  # BGR uint8, H×W×3
+    captured_at: float  # time.perf_counter() when the capture thread got it
+    time_s: float  # position in the media (video timestamp), or seconds since capture start
+
+
+@dataclass(frozen=True, slots=True)
+class TopK:
+    index: int
+    label: str
+    prob: float
+
+
+@dataclass(frozen=True, slots=True)
+class StageTimes:
+    """Per-frame stage costs in milliseconds. Batch-wide stages are the whole batch's time,
+    since every frame of a batch waits for all of it."""
+
+    preprocess_ms: float
+    inference_ms: float
+    postprocess_ms: float
+    batch_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    frame_index: int
+    top: list[TopK]
+    times: StageTimes
+    done_at: float  # perf_counter() when postprocessing finished
+
+
+@dataclass(slots=True)
+class Classified:
+    """A frame with its prediction, on its way to render and the sinks."""
+
+    frame: Frame
+    prediction: Prediction
+    annotated: np.ndarray | None = field(default=None)
+
+
+class EndOfStream:
+    """Marker put on a queue after the last item; carries why the stream ended."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str = "end of input") -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"EndOfStream({self.reason!r})"

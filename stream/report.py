@@ -1,0 +1,99 @@
+"""The run report: a JSON document with every figure, and a short summary for the terminal."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from stream.pipeline import RunOutcome
+from stream.runinfo import RunInfo
+from stream.stats import STAGES, judge, peak_rss_mb
+
+
+@dataclass(frozen=True)
+class LoadTimes:
+    weights_s: float  # build the model and load its weights (import of torch excluded)
+    warmup_s: float
+    startup_s: float  # process start → pipeline start (imports, source, model, warm-up)
+
+
+def _clean(value):
+    """NaN/inf are not JSON: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: int | None,
+                 process_start: float, cuda_peak_mb: float | None) -> dict:
+    stats = outcome.stats
+    snap = stats.snapshot(stats.last_rendered_at)
+    latency = stats.latencies()
+    first = stats.first_rendered_at
+    seen = snap.frames_read
+    run_s = (stats.last_rendered_at or 0.0) - (stats.started_at or 0.0)
+    verdict = judge(stats.target_fps, snap.fps_total.pipeline, snap.model_fps,
+                    snap.frames_dropped / seen if seen else 0.0, latency["end_to_end"].p95,
+                    run_s, snap.frames_rendered)
+    report = {
+        "status": outcome.status,
+        "end_reason": outcome.end_reason,
+        "source": {"uri": info.source.uri, "kind": info.source.kind, "fps": info.source.fps,
+                   "frames": info.source.frame_count, "width": info.source.width, "height": info.source.height,
+                   "live": info.source.live, "drop_policy": info.drop_policy},
+        "model": {"name": info.model, "weights": info.weights, "random_weights": info.random_weights,
+                  "backend": info.backend, "device": info.device, "precision": info.precision,
+                  "batch": info.batch},
+        "load": {"weights_s": load.weights_s, "warmup_s": load.warmup_s, "startup_s": load.startup_s,
+                 "first_frame_s": None if first is None else first - process_start},
+        "frames": {"read": snap.frames_read, "processed": snap.frames_processed,
+                   "dropped": snap.frames_dropped, "written": written, "shown": snap.frames_rendered},
+        "fps": {"capture": snap.fps_total.capture, "inference": snap.fps_total.inference,
+                "pipeline": snap.fps_total.pipeline, "model_only": snap.model_fps},
+        "latency_ms": {stage: latency[stage].as_dict() for stage in STAGES},
+        "memory": {"peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": cuda_peak_mb},
+        "realtime": {"target_fps": verdict.target_fps, "verdict": verdict.verdict, "reason": verdict.reason},
+        "warnings": outcome.warnings,
+    }
+    return _clean(report)
+
+
+def write_report(report: dict, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+
+
+def summary(report: dict) -> str:
+    def ms(stage: str) -> str:
+        p = report["latency_ms"][stage]
+        return "--" if p["p50"] is None else f"p50 {p['p50']:.1f} / p95 {p['p95']:.1f} ms"
+
+    def num(value, fmt: str = ".2f") -> str:
+        return "--" if value is None else format(value, fmt)
+
+    m, f, fps, load, mem = report["model"], report["frames"], report["fps"], report["load"], report["memory"]
+    rt = report["realtime"]
+    lines = [
+        f"run {report['status']} ({report['end_reason']})",
+        f"model   {m['name']} [{m['weights']}] on {m['backend']}/{m['device']} {m['precision']}, batch {m['batch']}",
+        f"frames  read {f['read']}, processed {f['processed']}, dropped {f['dropped']}, "
+        f"written {num(f['written'], 'd')}",
+        f"fps     pipeline {num(fps['pipeline'], '.1f')}, capture {num(fps['capture'], '.1f')}, "
+        f"inference {num(fps['inference'], '.1f')}, model only {num(fps['model_only'], '.1f')}",
+        f"latency end-to-end {ms('end_to_end')}; inference {ms('inference')}; preprocess {ms('preprocess')}",
+        f"load    weights {num(load['weights_s'])} s, warm-up {num(load['warmup_s'])} s (excluded from the figures), "
+        f"first annotated frame after {num(load['first_frame_s'])} s",
+        f"memory  peak RSS {mem['peak_rss_mb']:.0f} MB"
+        + ("" if mem["cuda_peak_mb"] is None else f", CUDA peak {mem['cuda_peak_mb']:.0f} MB"),
+        f"verdict {rt['verdict'].upper()} at {rt['target_fps']:.1f} fps: {rt['reason']}",
+    ]
+    if m["random_weights"]:
+        lines.append("note    RANDOM WEIGHTS: labels are meaningless; speed figures are still valid")
+    lines += [f"warning {w}" for w in report["warnings"]]
+    return "\n".join(lines)

@@ -1,0 +1,20 @@
+"""What a run is: the fixed facts shown by the dashboard and written to the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stream.sources import SourceInfo
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    source: SourceInfo
+    model: str
+    weights: str
+    random_weights: bool
+    backend: str
+    device: str
+    precision: str
+    batch: int
+    drop_policy: str

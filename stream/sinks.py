@@ -1,0 +1,114 @@
+"""Where annotated frames go: a video file, a window, a predictions log.
+
+Each sink finalises its file in close(), which the pipeline calls from a `finally`, so Ctrl-C,
+SIGTERM or a failing thread still leave a playable video and a flushed log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from stream.errors import UserError
+from stream.frames import Classified
+
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+
+
+class Sink(Protocol):
+    def write(self, item: Classified, annotated: np.ndarray) -> bool:
+        """False asks the pipeline to stop (a closed window)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_writable(path: str, flag: str) -> None:
+    """Fail before any processing if `path` cannot be written."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: folder {parent} does not exist; create it or choose another path")
+    existed = p.exists()
+    try:
+        with open(p, "ab"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot be written ({exc.strerror}); choose a writable path") from None
+    if not existed:
+        os.unlink(p)
+
+
+class VideoFileSink:
+    def __init__(self, path: str, fps: float, width: int, height: int) -> None:
+        ext = Path(path).suffix.lower()
+        if ext not in FOURCC:
+            raise UserError(f"--output {path}: unsupported extension; use one of {', '.join(FOURCC)}")
+        self.path = path
+        self.size = (width, height)
+        self.written = 0
+        self._writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*FOURCC[ext]), fps, self.size)
+        if not self._writer.isOpened():
+            raise UserError(f"--output {path}: OpenCV cannot write this video; try a .avi or .mp4 path")
+
+    def write(self, item: Classified, annotated: np.ndarray) -> bool:
+        if annotated.shape[1::-1] != self.size:  # image folders may mix sizes; a video cannot
+            annotated = cv2.resize(annotated, self.size, interpolation=cv2.INTER_AREA)
+        self._writer.write(annotated)
+        self.written += 1
+        return True
+
+    def close(self) -> None:
+        self._writer.release()
+
+
+class WindowSink:
+    def __init__(self, title: str = "stream classifier (q to quit)") -> None:
+        self.title = title
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+
+    def write(self, item: Classified, annotated: np.ndarray) -> bool:
+        cv2.imshow(self.title, annotated)
+        key = cv2.waitKey(1) & 0xFF
+        closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
+        return key not in (ord("q"), 27) and not closed
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.title)
+        cv2.waitKey(1)
+
+
+class PredictionsLog:
+    """One JSON line per processed frame, line-buffered so an abrupt stop loses at most one line."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file = open(path, "w", buffering=1, encoding="utf-8")
+
+    def write(self, item: Classified, annotated: np.ndarray) -> bool:
+        record = {
+            "frame": item.frame.index,
+            "time_s": round(item.frame.time_s, 6),
+            "top5": [{"index": t.index, "label": t.label, "prob": round(t.prob, 6)} for t in item.prediction.top],
+            # Capture to this line: the frame's end-to-end latency as far as the log can see it.
+            "latency_ms": round((time.perf_counter() - item.frame.captured_at) * 1000, 3),
+        }
+        self._file.write(json.dumps(record) + "\n")
+        return True
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def display_available() -> bool:
+    if os.name == "nt" or os.uname().sysname == "Darwin":
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

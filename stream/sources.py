@@ -1,0 +1,200 @@
+"""Frame sources: camera, video file, stream URL, a single image or a folder of images.
+
+A source's `read()` returns the next Frame, None at the end of the input, or raises StreamError
+when a live stream is lost. It never invents a frame (no black or repeated frames on failure).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+
+from stream.errors import StreamError, UserError
+from stream.frames import Frame
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
+# A URL that never answers must not hang the tool: OpenCV's FFmpeg backend honours these.
+URL_TIMEOUT_MS = 10_000
+IMAGE_FOLDER_FPS = 1.0
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    uri: str
+    kind: str  # camera | url | file | image | images
+    live: bool  # live sources drop old frames instead of blocking
+    fps: float | None
+    frame_count: int | None
+    width: int
+    height: int
+
+
+class Source(Protocol):
+    info: SourceInfo
+
+    def read(self) -> Frame | None: ...
+
+    def close(self) -> None: ...
+
+    def rewind(self) -> bool: ...
+
+
+def _quiet_opencv() -> None:
+    # OpenCV's own warnings (e.g. "can't open camera by index") would break the one-line error rule.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # pragma: no cover - very old OpenCV
+        pass
+
+
+class VideoSource:
+    """Anything cv2.VideoCapture opens: camera index, URL or video file."""
+
+    def __init__(self, uri: str, kind: str, capture: cv2.VideoCapture, live: bool) -> None:
+        self._cap = capture
+        self._kind = kind
+        self._next_index = 0
+        self._started = time.perf_counter()
+        ok, first = capture.read()
+        if not ok or first is None:
+            capture.release()
+            if kind == "file":
+                raise UserError(
+                    f"{uri}: no video frame could be decoded (not a video, or corrupt); "
+                    "pass a video file, an image or a folder of images"
+                )
+            raise UserError(f"{uri}: opened but delivered no frame; check that the device/stream is live")
+        self._pending = first
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        h, w = first.shape[:2]
+        self.info = SourceInfo(
+            uri=uri,
+            kind=kind,
+            live=live,
+            fps=fps if fps and 0 < fps < 1000 else None,
+            frame_count=count if count > 0 and not live else None,
+            width=w,
+            height=h,
+        )
+
+    def read(self) -> Frame | None:
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+        else:
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                if self.info.live:
+                    raise StreamError(
+                        f"lost {self.info.kind} {self.info.uri} after {self._next_index} frames; "
+                        "check the connection (frames so far are kept)"
+                    )
+                return None
+        now = time.perf_counter()
+        index = self._next_index
+        self._next_index += 1
+        fps = self.info.fps
+        time_s = index / fps if fps and not self.info.live else now - self._started
+        return Frame(index=index, image=image, captured_at=now, time_s=time_s)
+
+    def rewind(self) -> bool:
+        """Start the file again (for --loop); frame indices keep counting up."""
+        return self.info.kind == "file" and self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class ImageSource:
+    """A single image or a folder of images, one frame each, in sorted name order."""
+
+    def __init__(self, uri: str, paths: list[Path]) -> None:
+        self._paths = paths
+        self._pos = 0
+        self._next_index = 0
+        self.skipped: list[str] = []
+        first = self._load_next()
+        if first is None:
+            raise UserError(f"{uri}: no readable image found; pass a folder holding .jpg/.png images")
+        self._pending = first
+        h, w = first.shape[:2]
+        self.info = SourceInfo(
+            uri=uri,
+            kind="images" if len(paths) > 1 or Path(uri).is_dir() else "image",
+            live=False,
+            fps=IMAGE_FOLDER_FPS,
+            frame_count=len(paths),
+            width=w,
+            height=h,
+        )
+
+    def _load_next(self):
+        while self._pos < len(self._paths):
+            path = self._paths[self._pos]
+            self._pos += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return image
+            self.skipped.append(str(path))
+        return None
+
+    def read(self) -> Frame | None:
+        image, self._pending = self._pending, None
+        if image is None:
+            image = self._load_next()
+        if image is None:
+            return None
+        index = self._next_index
+        self._next_index += 1
+        return Frame(index=index, image=image, captured_at=time.perf_counter(), time_s=index / IMAGE_FOLDER_FPS)
+
+    def rewind(self) -> bool:
+        self._pos = 0
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(uri: str) -> Source:
+    """Open what the user named; every failure is a UserError naming the fix."""
+    _quiet_opencv()
+    if uri.isdigit():
+        cap = cv2.VideoCapture(int(uri))
+        if not cap.isOpened():
+            raise UserError(
+                f"camera {uri} is not available; check that it is connected and free, "
+                "or pass a video file or URL with --source"
+            )
+        return VideoSource(f"camera:{uri}", "camera", cap, live=True)
+    if uri.lower().startswith(URL_SCHEMES):
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, URL_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, URL_TIMEOUT_MS]
+        cap = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            raise UserError(f"cannot open stream {uri}; check the address, credentials and network")
+        # A URL with a known frame count is a remote file: read it losslessly like a local one.
+        live = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) <= 0
+        return VideoSource(uri, "url", cap, live=live)
+    path = Path(uri)
+    if not path.exists():
+        raise UserError(f"{uri}: no such file or folder; check the path given to --source")
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not images:
+            raise UserError(f"{uri}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        return ImageSource(uri, images)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return ImageSource(uri, [path])
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{uri}: file is not readable; check its permissions")
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        raise UserError(f"{uri}: not a video or image OpenCV can decode; pass a video file (mp4, avi, mkv...)")
+    return VideoSource(uri, "file", cap, live=False)

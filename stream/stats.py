@@ -1,0 +1,231 @@
+"""Run statistics, collected beside the pipeline and read as immutable snapshots.
+
+All times come from time.perf_counter() (monotonic). Warm-up happens before `start()` and never
+reaches these figures. Each frame is counted once per stage, by its own stage.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import psutil
+
+from stream.frames import Classified, Prediction, TopK
+
+STAGES = ("preprocess", "inference", "postprocess", "render", "end_to_end")
+RECENT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    count: int
+    mean: float
+    p50: float
+    p95: float
+    p99: float
+    max: float
+
+    @staticmethod
+    def of(values) -> Percentiles:
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.size == 0:
+            return Percentiles(0, float("nan"), float("nan"), float("nan"), float("nan"), float("nan"))
+        p50, p95, p99 = np.percentile(arr, [50, 95, 99])
+        return Percentiles(int(arr.size), float(arr.mean()), float(p50), float(p95), float(p99), float(arr.max()))
+
+    def as_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "p50": self.p50, "p95": self.p95, "p99": self.p99, "max": self.max}
+
+
+@dataclass(frozen=True)
+class Rates:
+    capture: float
+    inference: float
+    pipeline: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target_fps: float
+    verdict: str  # "real-time" | "not real-time" | "undecided"
+    reason: str
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    elapsed_s: float
+    frames_read: int
+    frames_processed: int
+    frames_rendered: int
+    frames_dropped: int
+    fps_1s: Rates
+    fps_10s: Rates
+    fps_total: Rates
+    model_fps: float  # frames per second of pure model time: the backend's own capacity
+    latency_ms: dict[str, Percentiles]  # over the last RECENT_S seconds
+    queue_fill: int
+    queue_size: int
+    rss_mb: float
+    peak_rss_mb: float
+    cuda_mb: float | None
+    top: list[TopK] = field(default_factory=list)
+    total_frames: int | None = None
+    eta_s: float | None = None
+    verdict: Verdict | None = None
+
+
+def window_rate(stamps: deque[float], now: float, window: float, since: float) -> float:
+    """Events per second over the last `window` seconds of wall time (shorter at the start)."""
+    span = min(window, now - since)
+    if span <= 0:
+        return 0.0
+    cutoff = now - span
+    count = 0
+    for t in reversed(stamps):
+        if t <= cutoff:
+            break
+        count += 1
+    return count / span
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def judge(target_fps: float, pipeline_fps: float, model_fps: float, drop_ratio: float,
+          e2e_p95_ms: float, seconds: float, frames: int) -> Verdict:
+    """Whether the pipeline keeps up with `target_fps`, and why (or why not)."""
+    if frames < 10 or seconds < 1.0:
+        return Verdict(target_fps, "undecided", f"too little data ({frames} frames in {seconds:.1f} s)")
+    facts = f"pipeline {pipeline_fps:.1f} fps vs target {target_fps:.1f} fps, p95 end-to-end {e2e_p95_ms:.0f} ms"
+    if pipeline_fps >= 0.95 * target_fps and drop_ratio <= 0.05:
+        return Verdict(target_fps, "real-time", facts)
+    if model_fps < target_fps:
+        cause = f"the model alone manages {model_fps:.1f} fps"
+    elif drop_ratio > 0.05:
+        cause = f"{drop_ratio:.0%} of frames dropped"
+    else:
+        cause = f"the model manages {model_fps:.1f} fps, so decode/preprocess/render/encode are the bottleneck"
+    return Verdict(target_fps, "not real-time", f"{facts}; {cause}")
+
+
+class StatsCollector:
+    def __init__(self, queue_fill=lambda: 0, queue_size: int = 0, dropped=lambda: 0,
+                 cuda_mb=lambda: None, total_frames: int | None = None, target_fps: float = 30.0) -> None:
+        self._lock = threading.Lock()
+        self._queue_fill = queue_fill
+        self._queue_size = queue_size
+        self._dropped = dropped
+        self._cuda_mb = cuda_mb
+        self._process = psutil.Process()
+        self.total_frames = total_frames
+        self.target_fps = target_fps
+        self.started_at: float | None = None
+        self.first_rendered_at: float | None = None
+        self.last_rendered_at: float | None = None
+        self._stamps = {k: deque(maxlen=100_000) for k in ("capture", "inference", "pipeline")}
+        self._counts = {"capture": 0, "inference": 0, "pipeline": 0}
+        self._last = {"capture": 0.0, "inference": 0.0, "pipeline": 0.0}
+        self._all: dict[str, list[float]] = {s: [] for s in STAGES}
+        self._recent: deque[tuple[float, dict[str, float]]] = deque()
+        self._model_s = 0.0  # summed per-frame model time
+        self._top: list[TopK] = []
+
+    def start(self, now: float | None = None) -> None:
+        self.started_at = time.perf_counter() if now is None else now
+
+    def _event(self, stage: str, at: float) -> None:
+        self._stamps[stage].append(at)
+        self._counts[stage] += 1
+        self._last[stage] = at
+
+    def captured(self, at: float) -> None:
+        with self._lock:
+            self._event("capture", at)
+
+    def inferred(self, prediction: Prediction) -> None:
+        with self._lock:
+            self._event("inference", prediction.done_at)
+            self._model_s += prediction.times.inference_ms / prediction.times.batch_size / 1000
+
+    def rendered(self, item: Classified, render_ms: float, at: float) -> None:
+        t = item.prediction.times
+        sample = {
+            "preprocess": t.preprocess_ms,
+            "inference": t.inference_ms,
+            "postprocess": t.postprocess_ms,
+            "render": render_ms,
+            "end_to_end": (at - item.frame.captured_at) * 1000,
+        }
+        with self._lock:
+            self._event("pipeline", at)
+            if self.first_rendered_at is None:
+                self.first_rendered_at = at
+            self.last_rendered_at = at
+            for stage, value in sample.items():
+                self._all[stage].append(value)
+            self._recent.append((at, sample))
+            while self._recent and self._recent[0][0] < at - RECENT_S:
+                self._recent.popleft()
+            self._top = item.prediction.top
+
+    def _rates(self, now: float, window: float | None) -> Rates:
+        since = self.started_at or now
+        if window is None:
+            return Rates(*(self._counts[k] / max(self._last[k] - since, 1e-9) if self._counts[k] else 0.0
+                           for k in ("capture", "inference", "pipeline")))
+        return Rates(*(window_rate(self._stamps[k], now, window, since) for k in ("capture", "inference", "pipeline")))
+
+    def model_fps(self) -> float:
+        n = self._counts["inference"]
+        return n / self._model_s if self._model_s > 0 else 0.0
+
+    def latencies(self) -> dict[str, Percentiles]:
+        """Every post-warm-up sample of the run, per stage."""
+        with self._lock:
+            return {s: Percentiles.of(v) for s, v in self._all.items()}
+
+    def snapshot(self, now: float | None = None) -> StatsSnapshot:
+        now = time.perf_counter() if now is None else now
+        with self._lock:
+            recent = {s: Percentiles.of([smp[s] for _, smp in self._recent]) for s in STAGES}
+            fps_1s, fps_10s, total = self._rates(now, 1.0), self._rates(now, 10.0), self._rates(now, None)
+            counts = dict(self._counts)
+            top = list(self._top)
+            model_fps = self.model_fps()
+        dropped = self._dropped()
+        elapsed = now - (self.started_at or now)
+        eta = None
+        if self.total_frames and fps_10s.pipeline > 0:
+            eta = max(self.total_frames - counts["pipeline"], 0) / fps_10s.pipeline
+        seen = counts["capture"]
+        verdict = judge(self.target_fps, fps_10s.pipeline, model_fps, dropped / seen if seen else 0.0,
+                        recent["end_to_end"].p95, elapsed, counts["pipeline"])
+        return StatsSnapshot(
+            elapsed_s=elapsed,
+            frames_read=counts["capture"],
+            frames_processed=counts["inference"],
+            frames_rendered=counts["pipeline"],
+            frames_dropped=dropped,
+            fps_1s=fps_1s,
+            fps_10s=fps_10s,
+            fps_total=total,
+            model_fps=model_fps,
+            latency_ms=recent,
+            queue_fill=self._queue_fill(),
+            queue_size=self._queue_size,
+            rss_mb=self._process.memory_info().rss / 2**20,
+            peak_rss_mb=peak_rss_mb(),
+            cuda_mb=self._cuda_mb(),
+            top=top,
+            total_frames=self.total_frames,
+            eta_s=eta,
+            verdict=verdict,
+        )
