@@ -12,6 +12,7 @@ from stream.config import BACKENDS, DROP_POLICIES, PRECISIONS, Config, load_toml
 from stream.errors import StreamError, UserError
 
 EXIT_INTERRUPTED = {"SIGTERM": 143}
+EXIT_INCOMPLETE = 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,7 +109,7 @@ def run(args: dict, process_start: float) -> int:
         from stream.sample import sample_clip
 
         uri = str(sample_clip())
-        print(f"no --source given: using the sample clip {uri}", file=sys.stderr)
+        print(f"no --source given: using the sample clip {uri}")
     source = open_source(uri)
     try:
         return _run_with_source(cfg, source, backend_cls, process_start)
@@ -130,7 +131,7 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
     policy = cfg.drop_policy if cfg.drop_policy != "auto" else ("latest" if info_src.live else "block")
     target_fps = cfg.target_fps or info_src.fps or 30.0
 
-    print(f"loading {cfg.model} ({cfg.weights} weights)...", file=sys.stderr)
+    print(f"loading {cfg.model} ({cfg.weights} weights)...", flush=True)
     model = load_model(cfg.model, cfg.weights)
     backend = backend_cls(model, cfg.device, cfg.precision)
     try:
@@ -164,8 +165,10 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
     if getattr(source, "skipped", None):
         report["warnings"].append(f"{len(source.skipped)} unreadable image(s) skipped: {source.skipped[:3]}")
     expected = info_src.frame_count
-    if outcome.status == "completed" and not cfg.loop and cfg.max_frames is None and expected \
-            and info_src.kind == "file" and outcome.frames_read < expected:
+    truncated = (outcome.status == "completed" and not cfg.loop and cfg.max_frames is None and expected
+                 and info_src.kind == "file" and outcome.frames_read < expected)
+    if truncated:
+        report["status"] = "incomplete input"
         report["warnings"].append(f"decoded {outcome.frames_read} of {expected} frames: the rest of the file "
                                   "is truncated or corrupt")
     if cfg.report:
@@ -183,6 +186,11 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
         print(f"error in a pipeline thread: {type(err).__name__}: {err} "
               "(outputs hold the frames processed so far)", file=sys.stderr)
         return 1
+    if truncated:
+        print(f"error: {info_src.uri}: only {outcome.frames_read} of {expected} frames could be decoded "
+              "(truncated or corrupt file); those were processed and written, re-encode or re-copy the file",
+              file=sys.stderr)
+        return EXIT_INCOMPLETE
     return 0
 
 

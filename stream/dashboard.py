@@ -3,6 +3,7 @@ plus a plain status line for when stdout is not a terminal."""
 
 from __future__ import annotations
 
+from rich.columns import Columns
 from rich.console import Group
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
@@ -11,7 +12,7 @@ from rich.text import Text
 
 from stream.render import RANDOM_WARNING
 from stream.runinfo import RunInfo
-from stream.stats import STAGES, StatsSnapshot
+from stream.stats import StatsSnapshot
 
 VERDICT_STYLE = {"real-time": "bold green", "not real-time": "bold red", "undecided": "yellow"}
 
@@ -33,21 +34,21 @@ def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
     header.add_row("model", f"{info.model}  weights: {info.weights}")
     header.add_row("backend", f"{info.backend} on {info.device}, {info.precision}, batch {info.batch}")
 
-    fps = Table(title="FPS", expand=True)
-    for col in ("stage", "1 s", "10 s", "run"):
-        fps.add_column(col, justify="right" if col != "stage" else "left")
-    for stage in ("capture", "inference", "pipeline"):
-        fps.add_row(stage, *(f"{getattr(r, stage):.1f}" for r in (snap.fps_1s, snap.fps_10s, snap.fps_total)))
-    fps.add_row("model only", "", "", f"{snap.model_fps:.1f}")
+    stages = Table(title="throughput (fps) and latency (ms, last 10 s)", title_justify="left")
+    for col in ("stage", "fps 1 s", "fps 10 s", "fps run", "p50 ms", "p95 ms"):
+        stages.add_column(col, justify="left" if col == "stage" else "right")
+    rates = {k: [f"{getattr(r, k):.1f}" for r in (snap.fps_1s, snap.fps_10s, snap.fps_total)]
+             for k in ("capture", "inference", "pipeline")}
+    lat = {k: [_ms(p.p50), _ms(p.p95)] for k, p in snap.latency_ms.items()}
+    stages.add_row("capture", *rates["capture"], "", "")
+    stages.add_row("preprocess", "", "", "", *lat["preprocess"])
+    stages.add_row("inference", *rates["inference"], *lat["inference"])
+    stages.add_row("  model only", "", "", f"{snap.model_fps:.1f}", "", "")
+    stages.add_row("postprocess", "", "", "", *lat["postprocess"])
+    stages.add_row("render+sinks", "", "", "", *lat["render"])
+    stages.add_row("end to end", *rates["pipeline"], *lat["end_to_end"], style="bold")
 
-    latency = Table(title="latency ms (last 10 s)", expand=True)
-    for col in ("stage", "p50", "p95"):
-        latency.add_column(col, justify="right" if col != "stage" else "left")
-    for stage in STAGES:
-        p = snap.latency_ms[stage]
-        latency.add_row(stage.replace("_", "-"), _ms(p.p50), _ms(p.p95))
-
-    top = Table(title="top-5", expand=True)
+    top = Table(title="top-5", title_justify="left")
     top.add_column("label")
     top.add_column("prob", justify="right")
     for t in snap.top:
@@ -67,15 +68,10 @@ def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
         v = snap.verdict
         state.add_row("verdict", Text(f"{v.verdict.upper()}: {v.reason}", style=VERDICT_STYLE[v.verdict]))
 
-    grid = Table.grid(expand=True)
-    grid.add_column(ratio=1)
-    grid.add_column(ratio=1)
-    grid.add_column(ratio=1)
-    grid.add_row(fps, latency, top)
     parts = [header]
     if info.random_weights:
         parts.append(Text(RANDOM_WARNING, style="bold white on red"))
-    parts += [grid, state]
+    parts += [Columns([stages, top], padding=(0, 4)), state]
     return Panel(Group(*parts), title="stream classifier", subtitle=f"{snap.elapsed_s:.1f} s")
 
 

@@ -73,8 +73,13 @@ class FrameQueue(Generic[T]):
                 continue
 
     def close(self, reason: str = "end of input") -> None:
-        """Put the end-of-stream marker; it is never dropped, whatever the policy."""
-        self._put_blocking(EndOfStream(reason))
+        """Put the end-of-stream marker. Nothing is put after it, so it is never dropped; under the
+        latest policy it displaces the oldest frame rather than wait for a consumer."""
+        marker = EndOfStream(reason)
+        if self._policy == "latest":
+            self._put_latest(marker)
+        else:
+            self._put_blocking(marker)
 
     def get(self, timeout: float | None = None) -> T | EndOfStream:
         """Next item, waiting up to `timeout` (forever if None) while the stop Event is clear.

@@ -45,15 +45,6 @@ class Source(Protocol):
     def rewind(self) -> bool: ...
 
 
-def _quiet_opencv() -> None:
-    # OpenCV's own warnings (e.g. "can't open camera by index") would break the one-line error rule.
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
-    try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    except AttributeError:  # pragma: no cover - very old OpenCV
-        pass
-
-
 class VideoSource:
     """Anything cv2.VideoCapture opens: camera index, URL or video file."""
 
@@ -165,7 +156,6 @@ class ImageSource:
 
 def open_source(uri: str) -> Source:
     """Open what the user named; every failure is a UserError naming the fix."""
-    _quiet_opencv()
     if uri.isdigit():
         cap = cv2.VideoCapture(int(uri))
         if not cap.isOpened():

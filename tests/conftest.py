@@ -1,0 +1,67 @@
+"""Shared fixtures: test videos made from real photographs (scikit-image), never committed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stream.sample import make_clip, pan_zoom, photo
+
+ROOT = Path(__file__).resolve().parents[1]
+CAT_LABELS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def cat_clip(media) -> Path:
+    """24 frames of the chelsea photograph, panned and zoomed, 640×360 at 30 fps."""
+    return make_clip(media / "cat.mp4", images=("chelsea",), width=640, height=360, frames_per_image=24)
+
+
+@pytest.fixture(scope="session")
+def alternating_clip(media) -> Path:
+    """Frame i shows photo i % 3 (cat, espresso, rocket): any frame/label shift changes the labels."""
+    names = ("chelsea", "coffee", "rocket")
+    views = {n: pan_zoom(photo(n), 480, 320, 8, zoom=1.1) for n in names}
+    path = media / "alternating.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (480, 320))
+    for i in range(24):
+        writer.write(views[names[i % 3]][i // 3])
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def long_avi(media) -> Path:
+    """A 90-frame MJPG clip (frames survive truncation in AVI, unlike mp4's trailing index)."""
+    return make_clip(media / "long.avi", images=("coffee",), width=320, height=240, frames_per_image=90)
+
+
+def read_all_frames(path: str | Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def run_cli(*args: str, timeout: float = 180, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("DISPLAY", None)
+    env.pop("WAYLAND_DISPLAY", None)
+    return subprocess.run([sys.executable, str(ROOT / "run_stream.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env, **kwargs)

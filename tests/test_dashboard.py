@@ -1,0 +1,60 @@
+from rich.console import Console
+
+from stream.dashboard import build_dashboard, status_line
+from stream.frames import TopK
+from stream.runinfo import RunInfo
+from stream.sources import SourceInfo
+from stream.stats import STAGES, Percentiles, Rates, StatsSnapshot, Verdict
+
+
+def snapshot(**overrides) -> StatsSnapshot:
+    values = dict(
+        elapsed_s=12.5, frames_read=300, frames_processed=290, frames_rendered=288, frames_dropped=7,
+        fps_1s=Rates(31.5, 29.25, 28.75), fps_10s=Rates(30.5, 27.5, 27.0), fps_total=Rates(30.0, 26.0, 25.5),
+        model_fps=41.5,
+        latency_ms={s: Percentiles(10, 11.0, 12.5 + i, 33.25 + i, 40.0, 50.0) for i, s in enumerate(STAGES)},
+        queue_fill=3, queue_size=8, rss_mb=1234.0, peak_rss_mb=1400.0, cuda_mb=None,
+        top=[TopK(285, "Egyptian cat", 0.42), TopK(281, "tabby", 0.31)],
+        total_frames=600, eta_s=95.0,
+        verdict=Verdict(30.0, "not real-time", "pipeline 27.0 fps vs target 30.0 fps"),
+    )
+    values.update(overrides)
+    return StatsSnapshot(**values)
+
+
+def info(random_weights: bool = False) -> RunInfo:
+    source = SourceInfo("clip.mp4", "file", False, 30.0, 600, 1280, 720)
+    return RunInfo(source, "alexnet", "random" if random_weights else "AlexNet_Weights.IMAGENET1K_V1",
+                   random_weights, "torch", "cpu", "fp32", 4, "block")
+
+
+def render(renderable) -> str:
+    console = Console(record=True, width=160, color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_dashboard_shows_every_field():
+    text = render(build_dashboard(snapshot(cuda_mb=512.0), info()))
+    for expected in ["clip.mp4", "alexnet", "torch on cpu", "fp32", "batch 4",
+                     "31.5", "29.2", "28.8", "27.0", "41.5",  # fps windows and model-only fps
+                     "12.5", "33.2", "end to end",  # latency p50/p95
+                     "3/8", "dropped 7", "RSS 1234 MB", "peak 1400 MB", "CUDA peak 512 MB",
+                     "Egyptian cat", "42.0%", "tabby", "288/600", "ETA 1:35",
+                     "NOT REAL-TIME", "pipeline 27.0 fps vs target"]:
+        assert expected in text, expected
+    assert "RANDOM WEIGHTS" not in text
+
+
+def test_dashboard_warns_about_random_weights_and_hides_progress_for_live():
+    text = render(build_dashboard(snapshot(total_frames=None, eta_s=None), info(random_weights=True)))
+    assert "RANDOM WEIGHTS" in text
+    assert "ETA" not in text
+    assert "CUDA" not in text
+
+
+def test_status_line_carries_progress_and_rates():
+    line = status_line(snapshot())
+    assert "288/600 (48%)" in line and "ETA 1:35" in line
+    assert "27.0 fps" in line and "dropped 7" in line and "Egyptian cat" in line
+    assert "\n" not in line
