@@ -3,6 +3,8 @@ weights' metadata (torchvision's weights API), never from a copied list."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +73,9 @@ def _build_torchvision(name: str, weights: str):
     enum = get_model_weights(name).DEFAULT
     if weights == "imagenet":
         try:
-            return get_model(name, weights=enum), enum, f"{type(enum).__name__}.{enum.name}"
+            # torch.hub announces the download on stderr, which is kept for errors alone.
+            with contextlib.redirect_stderr(sys.stdout):
+                return get_model(name, weights=enum), enum, f"{type(enum).__name__}.{enum.name}"
         except Exception as exc:  # any download/IO failure: the user needs the offline options
             reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
             raise UserError(

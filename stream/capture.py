@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from stream.errors import StreamError
 from stream.queues import FrameQueue
@@ -13,13 +14,15 @@ from stream.worker import Worker
 
 class CaptureThread(Worker):
     def __init__(self, source: Source, out: FrameQueue, stats: StatsCollector, stop: threading.Event,
-                 max_frames: int | None = None, loop: bool = False) -> None:
+                 max_frames: int | None = None, loop: bool = False, pace_fps: float | None = None) -> None:
         super().__init__("capture", stop)
         self.source = source
         self.out = out
         self.stats = stats
         self.max_frames = max_frames
         self.loop = loop
+        # Pacing reads a file at its own frame rate, as a camera would deliver it.
+        self.pace_fps = pace_fps
         self.frames_read = 0
         self.end_reason = "end of input"
         # A lost live stream ends the run gracefully (queued frames are still processed), then
@@ -28,7 +31,12 @@ class CaptureThread(Worker):
 
     def work(self) -> None:
         read_this_pass = 0
+        started = time.perf_counter()
         while not self.stop.is_set():
+            if self.pace_fps:
+                delay = started + self.frames_read / self.pace_fps - time.perf_counter()
+                if delay > 0 and self.stop.wait(delay):
+                    break
             if self.max_frames is not None and self.frames_read >= self.max_frames:
                 self.end_reason = f"--max-frames {self.max_frames} reached"
                 break

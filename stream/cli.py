@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latest: keep newest frames (live default); block: lossless (files default)")
     p.add_argument("--max-frames", type=int, help="stop after reading this many frames")
     p.add_argument("--loop", action="store_true", help="replay a file or image folder until stopped")
+    p.add_argument("--pace", action="store_true",
+                   help="read a file at its own fps, as a camera would deliver it (judge live use on a recording)")
     p.add_argument("--display", action=argparse.BooleanOptionalAction,
                    help="show a window (default: if a display exists)")
     p.add_argument("--dashboard", action=argparse.BooleanOptionalAction,
@@ -128,7 +130,8 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
     from stream.sinks import PredictionsLog, VideoFileSink, WindowSink, display_available
 
     info_src = source.info
-    policy = cfg.drop_policy if cfg.drop_policy != "auto" else ("latest" if info_src.live else "block")
+    paced_live = info_src.live or cfg.pace
+    policy = cfg.drop_policy if cfg.drop_policy != "auto" else ("latest" if paced_live else "block")
     target_fps = cfg.target_fps or info_src.fps or 30.0
 
     print(f"loading {cfg.model} ({cfg.weights} weights)...", flush=True)
@@ -155,7 +158,7 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
         live_ui = cfg.dashboard == "on" or (cfg.dashboard == "auto" and sys.stdout.isatty())
         ui = LiveDashboard(info) if live_ui else StatusPrinter(cfg.status_every)
         load = LoadTimes(model.load_s, warmup_s, time.perf_counter() - process_start)
-        opts = PipelineOptions(cfg.queue_size, policy, cfg.batch, cfg.max_frames, cfg.loop, target_fps)
+        opts = PipelineOptions(cfg.queue_size, policy, cfg.batch, cfg.max_frames, cfg.loop, target_fps, cfg.pace)
         outcome = run_pipeline(source, backend, Preprocessor(model.preprocess), model.categories,
                                Renderer(model.random_weights), sinks, ui, opts)
         written = next((s.written for s in sinks if isinstance(s, VideoFileSink)), None)

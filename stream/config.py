@@ -31,6 +31,7 @@ class Config:
     drop_policy: str = "auto"
     max_frames: int | None = None
     loop: bool = False
+    pace: bool = False  # read a file at its own fps, like a live camera
     display: str = "auto"
     dashboard: str = "auto"
     target_fps: float | None = None  # None: the source's own fps, else 30

@@ -47,6 +47,7 @@ class PipelineOptions:
     max_frames: int | None = None
     loop: bool = False
     target_fps: float = 30.0
+    pace: bool = False
 
 
 @dataclass
@@ -71,7 +72,8 @@ def run_pipeline(source: Source, backend: Backend, preprocessor: Preprocessor, c
                            total, opts.target_fps)
     # Live sources must not wait for a full batch: take what is queued now.
     batch_wait = 0.0 if opts.drop_policy == "latest" else 0.05
-    capture = CaptureThread(source, frames, stats, stop, opts.max_frames, opts.loop)
+    pace_fps = (source.info.fps or 30.0) if opts.pace and not source.info.live else None
+    capture = CaptureThread(source, frames, stats, stop, opts.max_frames, opts.loop, pace_fps)
     inference = InferenceThread(frames, results, preprocessor, backend, categories, stats, stop,
                                 opts.batch, batch_wait)
     loop = _RenderLoop(renderer, sinks, stats, ui)

@@ -154,6 +154,7 @@ def assert_one_line_error(result, fragment: str):
         (["--config", "{bad_config}"], "drop-policy"),
         (["--source", "{clip}", "--weights", "{text}"], "not a loadable PyTorch state_dict"),
         (["--source", "{clip}", "--device", "cuda", "--weights", "random"], "no CUDA GPU"),
+        (["--source", "{clip}", "--max-frames", "2"], "offline options: --weights PATH"),
     ],
 )
 def test_bad_input_gives_one_line_and_nonzero_exit(args, fragment, cat_clip, tmp_path):
@@ -166,7 +167,10 @@ def test_bad_input_gives_one_line_and_nonzero_exit(args, fragment, cat_clip, tmp
     subst = {"{text}": str(text), "{mp4_truncated}": str(mp4_truncated), "{clip}": str(cat_clip),
              "{bad_config}": str(bad_config)}
     started = time.monotonic()
-    result = run_cli(*[subst.get(a, a) for a in args], timeout=60)
+    # Downloads go through a proxy that refuses at once: the offline case, hermetic and fast.
+    no_network = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+                  "TORCH_HOME": str(tmp_path / "torch")}
+    result = run_cli(*[subst.get(a, a) for a in args], timeout=60, env_extra=no_network)
     assert result.returncode != 0
     assert_one_line_error(result, fragment)
     assert time.monotonic() - started < 60

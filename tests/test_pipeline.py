@@ -149,3 +149,13 @@ def test_lost_stream_keeps_queued_frames_then_reports_the_error():
     outcome = run(GraySource(100, fail_after=12), GrayBackend(delay_s=0.005), [sink], queue_size=8)
     assert outcome.status == "error" and isinstance(outcome.error, StreamError)
     assert [i.frame.index for i in sink.items] == list(range(12))
+
+
+def test_pacing_reads_a_file_at_its_own_frame_rate():
+    sink = RecordingSink()
+    started = time.perf_counter()
+    outcome = run(GraySource(16), GrayBackend(), [sink], pace=True, target_fps=30.0)
+    elapsed = time.perf_counter() - started
+    assert len(sink.items) == 16
+    assert elapsed >= 15 / 30.0  # 16 frames at 30 fps cannot arrive faster than 0.5 s
+    assert outcome.stats.snapshot().fps_total.capture == pytest.approx(30.0, rel=0.25)
