@@ -132,7 +132,8 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
     info_src = source.info
     paced_live = info_src.live or cfg.pace
     policy = cfg.drop_policy if cfg.drop_policy != "auto" else ("latest" if paced_live else "block")
-    target_fps = cfg.target_fps or info_src.fps or 30.0
+    # An image folder's nominal 1 fps is a slideshow rate for the output video, not a target.
+    target_fps = cfg.target_fps or (info_src.fps if info_src.kind in ("file", "camera", "url") else None) or 30.0
 
     print(f"loading {cfg.model} ({cfg.weights} weights)...", flush=True)
     model = load_model(cfg.model, cfg.weights)
@@ -186,7 +187,7 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
         if isinstance(err, UserError):
             print(f"error: {err}", file=sys.stderr)
             return err.exit_code
-        print(f"error in a pipeline thread: {type(err).__name__}: {err} "
+        print(f"error during the run: {type(err).__name__}: {err} "
               "(outputs hold the frames processed so far)", file=sys.stderr)
         return 1
     if truncated:

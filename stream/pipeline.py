@@ -81,12 +81,15 @@ def run_pipeline(source: Source, backend: Backend, preprocessor: Preprocessor, c
     capture.start()
     inference.start()
     status, end_reason = "completed", "end of input"
+    main_errors: list[BaseException] = []  # the render loop's and the sinks' own failures
     try:
         end_reason = loop.run(results)
     except Terminated:
         status, end_reason = "interrupted", "SIGTERM"
     except KeyboardInterrupt:
         status, end_reason = "interrupted", "Ctrl-C (SIGINT)"
+    except Exception as exc:  # noqa: BLE001 - reported like a worker's error, after finalisation
+        main_errors.append(exc)
     finally:
         # A second Ctrl-C must not cut the finalisation short.
         previous = _ignore_signals()
@@ -94,12 +97,13 @@ def run_pipeline(source: Source, backend: Backend, preprocessor: Preprocessor, c
             stop.set()
             for worker in (capture, inference):
                 worker.join(JOIN_TIMEOUT_S)
-            loop.drain(results)
-            loop.close()
+            if not main_errors:  # a failing sink would only fail again on the drained frames
+                _collect(main_errors, loop.drain, results)
+            _collect(main_errors, loop.close)
         finally:
             _restore_signals(previous)
     outcome = RunOutcome(status, end_reason, stats, capture.frames_read)
-    error = capture.error or inference.error or capture.stream_error
+    error = capture.error or inference.error or (main_errors[0] if main_errors else None) or capture.stream_error
     if error is not None:
         outcome.status, outcome.error = "error", error
         outcome.end_reason = f"{type(error).__name__}: {error}"
@@ -165,6 +169,13 @@ class _RenderLoop:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+def _collect(errors: list[BaseException], fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - kept for the report; finalisation goes on
+        errors.append(exc)
 
 
 def _ignore_signals():

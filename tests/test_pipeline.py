@@ -159,3 +159,21 @@ def test_pacing_reads_a_file_at_its_own_frame_rate():
     assert len(sink.items) == 16
     assert elapsed >= 15 / 30.0  # 16 frames at 30 fps cannot arrive faster than 0.5 s
     assert outcome.stats.snapshot().fps_total.capture == pytest.approx(30.0, rel=0.25)
+
+
+class FailingSink(RecordingSink):
+    def write(self, item, annotated):
+        if len(self.items) == 3:
+            raise OSError("No space left on device")
+        return super().write(item, annotated)
+
+
+def test_failing_sink_stops_the_run_and_the_other_sinks_are_still_finalised(tmp_path):
+    path = tmp_path / "out.avi"
+    video = VideoFileSink(str(path), 30.0, 96, 72)
+    failing = FailingSink()
+    outcome = run(GraySource(100), GrayBackend(), [video, failing])
+    assert outcome.status == "error" and isinstance(outcome.error, OSError)
+    assert failing.closed
+    assert video.written == 4  # the video sink wrote the frame on which the other sink failed
+    assert len(read_all_frames(path)) == 4
