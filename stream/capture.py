@@ -28,9 +28,12 @@ class CaptureThread(Worker):
         # A lost live stream ends the run gracefully (queued frames are still processed), then
         # the main thread reports it as an error.
         self.stream_error: StreamError | None = None
+        self.stale_discarded = 0
 
     def work(self) -> None:
         read_this_pass = 0
+        # Frames a live source buffered during start-up are seconds old: never show them as live.
+        self.stale_discarded = self.source.discard_backlog()
         started = time.perf_counter()
         while not self.stop.is_set():
             if self.pace_fps:

@@ -103,6 +103,10 @@ def run(args: dict, process_start: float) -> int:
         if path:
             check_writable(path, flag)
     backend_cls = backend_class(cfg.backend)  # fails fast, before any model is loaded
+    if cfg.display == "on":
+        from stream.sinks import WindowSink
+
+        WindowSink.check()
 
     from stream.sources import open_source
 

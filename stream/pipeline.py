@@ -56,6 +56,7 @@ class RunOutcome:
     end_reason: str
     stats: StatsCollector
     frames_read: int
+    stale_discarded: int = 0  # live frames buffered before the run started, skipped unprocessed
     error: BaseException | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -102,7 +103,7 @@ def run_pipeline(source: Source, backend: Backend, preprocessor: Preprocessor, c
             _collect(main_errors, loop.close)
         finally:
             _restore_signals(previous)
-    outcome = RunOutcome(status, end_reason, stats, capture.frames_read)
+    outcome = RunOutcome(status, end_reason, stats, capture.frames_read, capture.stale_discarded)
     error = capture.error or inference.error or (main_errors[0] if main_errors else None) or capture.stream_error
     if error is not None:
         outcome.status, outcome.error = "error", error

@@ -52,7 +52,8 @@ def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: i
         "load": {"weights_s": load.weights_s, "warmup_s": load.warmup_s, "startup_s": load.startup_s,
                  "first_frame_s": None if first is None else first - process_start},
         "frames": {"read": snap.frames_read, "processed": snap.frames_processed,
-                   "dropped": snap.frames_dropped, "written": written, "shown": snap.frames_rendered},
+                   "dropped": snap.frames_dropped, "written": written, "shown": snap.frames_rendered,
+                   "stale_at_start": outcome.stale_discarded},
         "fps": {"capture": snap.fps_total.capture, "inference": snap.fps_total.inference,
                 "pipeline": snap.fps_total.pipeline, "model_only": snap.model_fps},
         "latency_ms": {stage: latency[stage].as_dict() for stage in STAGES},
@@ -83,7 +84,8 @@ def summary(report: dict) -> str:
         f"run {report['status']} ({report['end_reason']})",
         f"model   {m['name']} [{m['weights']}] on {m['backend']}/{m['device']} {m['precision']}, batch {m['batch']}",
         f"frames  read {f['read']}, processed {f['processed']}, dropped {f['dropped']}, "
-        f"written {num(f['written'], 'd')}",
+        f"written {num(f['written'], 'd')}"
+        + (f", {f['stale_at_start']} stale frames skipped at start" if f["stale_at_start"] else ""),
         f"fps     pipeline {num(fps['pipeline'], '.1f')}, capture {num(fps['capture'], '.1f')}, "
         f"inference {num(fps['inference'], '.1f')}, model only {num(fps['model_only'], '.1f')}",
         f"latency end-to-end {ms('end_to_end')}; inference {ms('inference')}; preprocess {ms('preprocess')}",

@@ -72,8 +72,15 @@ class VideoFileSink:
 
 class WindowSink:
     def __init__(self, title: str = "stream classifier (q to quit)") -> None:
+        self.check()
         self.title = title
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+
+    @staticmethod
+    def check() -> None:
+        if not display_available():
+            raise UserError(f"--display: no usable display (DISPLAY={os.environ.get('DISPLAY', '')!r}); "
+                            "run with --no-display, and --output to keep the annotated video")
 
     def write(self, item: Classified, annotated: np.ndarray) -> bool:
         cv2.imshow(self.title, annotated)
@@ -109,6 +116,24 @@ class PredictionsLog:
 
 
 def display_available() -> bool:
+    """Whether a window can open. On Linux OpenCV's Qt build talks X11 only and aborts the whole
+    process when the X server is unreachable, so the server is asked first, without Qt."""
     if os.name == "nt" or os.uname().sysname == "Darwin":
         return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if not os.environ.get("DISPLAY"):
+        return False
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("X11")
+    if name is None:
+        return False
+    xlib = ctypes.CDLL(name)
+    xlib.XOpenDisplay.restype = ctypes.c_void_p
+    xlib.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    xlib.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    display = xlib.XOpenDisplay(None)
+    if not display:
+        return False
+    xlib.XCloseDisplay(display)
+    return True

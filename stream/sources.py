@@ -44,6 +44,8 @@ class Source(Protocol):
 
     def rewind(self) -> bool: ...
 
+    def discard_backlog(self) -> int: ...
+
 
 class VideoSource:
     """Anything cv2.VideoCapture opens: camera index, URL or video file."""
@@ -94,6 +96,28 @@ class VideoSource:
         fps = self.info.fps
         time_s = index / fps if fps and not self.info.live else now - self._started
         return Frame(index=index, image=image, captured_at=now, time_s=time_s)
+
+    def discard_backlog(self, max_frames: int = 300) -> int:
+        """Drop the frames a live source buffered while the model loaded; returns how many.
+
+        A buffered frame is handed over at once, a fresh one takes about a frame period: the first
+        grab that has to wait marks the present, and that frame is kept.
+        """
+        if not self.info.live:
+            return 0
+        fresh_after_s = 0.5 / (self.info.fps or 30.0)
+        discarded = 1 if self._pending is not None else 0
+        self._pending = None
+        while discarded < max_frames:
+            started = time.perf_counter()
+            if not self._cap.grab():
+                break  # the next read() reports the lost stream
+            if time.perf_counter() - started >= fresh_after_s:
+                ok, image = self._cap.retrieve()
+                self._pending = image if ok else None
+                break
+            discarded += 1
+        return discarded
 
     def rewind(self) -> bool:
         """Start the file again (for --loop); frame indices keep counting up."""
@@ -149,6 +173,9 @@ class ImageSource:
     def rewind(self) -> bool:
         self._pos = 0
         return True
+
+    def discard_backlog(self) -> int:
+        return 0
 
     def close(self) -> None:
         pass

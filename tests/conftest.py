@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -60,8 +61,39 @@ def read_all_frames(path: str | Path) -> list[np.ndarray]:
 
 
 def run_cli(*args: str, timeout: float = 180, env_extra: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
+    env.update(env_extra or {})
     return subprocess.run([sys.executable, str(ROOT / "run_stream.py"), *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=env, **kwargs)
+
+
+@pytest.fixture
+def mjpeg_stream():
+    """A live HTTP MJPEG camera on loopback that sends 60 frames at 30 fps and then drops."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in pan_zoom(photo("chelsea"), 320, 240, 30)]
+
+    class Camera(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for i in range(60):
+                jpeg = jpegs[i % len(jpegs)]
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                                 + jpeg + b"\r\n")
+                time.sleep(1 / 30)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    server.shutdown()
+    server.server_close()

@@ -49,7 +49,8 @@ def test_lite0_labels_the_cat_and_keeps_every_frame(cat_clip, tmp_path):
         assert sub <= set(data[key]), key
     for stage in REPORT_KEYS["latency_ms"]:
         assert {"mean", "p50", "p95", "p99", "max"} <= set(data["latency_ms"][stage])
-    assert data["frames"] == {"read": 24, "processed": 24, "dropped": 0, "written": 24, "shown": 24}
+    assert data["frames"] == {"read": 24, "processed": 24, "dropped": 0, "written": 24, "shown": 24,
+                              "stale_at_start": 0}
     assert data["model"]["name"] == "efficientnet_lite0" and data["model"]["batch"] == 4
     assert data["load"]["first_frame_s"] > data["load"]["weights_s"] > 0
     assert data["realtime"]["verdict"] in {"real-time", "not real-time", "undecided"}
@@ -155,6 +156,7 @@ def assert_one_line_error(result, fragment: str):
         (["--source", "{clip}", "--weights", "{text}"], "not a loadable PyTorch state_dict"),
         (["--source", "{clip}", "--device", "cuda", "--weights", "random"], "no CUDA GPU"),
         (["--source", "{clip}", "--max-frames", "2"], "offline options: --weights PATH"),
+        (["--source", "{clip}", "--display", "--weights", "random"], "no usable display"),
     ],
 )
 def test_bad_input_gives_one_line_and_nonzero_exit(args, fragment, cat_clip, tmp_path):
@@ -169,7 +171,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(args, fragment, cat_clip, tmp
     started = time.monotonic()
     # Downloads go through a proxy that refuses at once: the offline case, hermetic and fast.
     no_network = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-                  "TORCH_HOME": str(tmp_path / "torch")}
+                  "TORCH_HOME": str(tmp_path / "torch"), "DISPLAY": ":99"}  # an X server that is not there
     result = run_cli(*[subst.get(a, a) for a in args], timeout=60, env_extra=no_network)
     assert result.returncode != 0
     assert_one_line_error(result, fragment)
@@ -197,3 +199,23 @@ def test_signal_leaves_playable_video_flushed_log_and_report(sig, code, cat_clip
     assert len(logged) >= 30
     assert [r["frame"] for r in logged] == list(range(len(logged)))  # --loop keeps counting past the end
     assert data["frames"]["written"] == len(logged) == len(read_all_frames(out))
+
+
+def test_live_stream_that_drops_keeps_what_was_processed_and_exits_nonzero(mjpeg_stream, tmp_path):
+    out, preds, report = tmp_path / "out.avi", tmp_path / "p.jsonl", tmp_path / "r.json"
+    result = run_cli("--source", mjpeg_stream, "--weights", "random", "--output", str(out),
+                     "--predictions", str(preds), "--report", str(report), timeout=120)
+    assert result.returncode == 3
+    assert_one_line_error(result, "lost url")
+    data = json.loads(report.read_text())
+    assert data["source"]["live"] is True and data["source"]["drop_policy"] == "latest"
+    assert data["status"] == "error"
+    logged = lines(preds)
+    frames = data["frames"]
+    # Frames buffered while the model loaded are skipped as stale, never shown as live.
+    assert frames["stale_at_start"] > 0
+    assert frames["read"] + frames["stale_at_start"] == 60
+    assert frames["read"] == frames["processed"] + frames["dropped"]
+    assert frames["written"] == len(logged) == frames["processed"] == len(read_all_frames(out))
+    indices = [r["frame"] for r in logged]
+    assert indices == sorted(set(indices))  # dropped frames leave gaps, never repeats

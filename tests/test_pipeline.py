@@ -40,6 +40,9 @@ class GraySource:
     def rewind(self):
         return False
 
+    def discard_backlog(self):
+        return 0
+
     def close(self):
         pass
 
