@@ -9,9 +9,9 @@ import sys
 import time
 
 from stream.config import BACKENDS, DROP_POLICIES, PRECISIONS, Config, load_toml, merge
-from stream.errors import StreamError, UserError
+from stream.errors import UserError
 
-EXIT_INTERRUPTED = {"SIGTERM": 143}
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 EXIT_INCOMPLETE = 4
 
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None, process_start: float | None = None) -> i
         return exc.exit_code
     except KeyboardInterrupt as exc:
         print("interrupted before the run started; nothing was processed", file=sys.stderr)
-        return 143 if type(exc).__name__ == "Terminated" else 130
+        return EXIT_SIGTERM if type(exc).__name__ == "Terminated" else EXIT_SIGINT
     except Exception as exc:  # noqa: BLE001 - one line for users; STREAM_DEBUG=1 for the traceback
         if os.environ.get("STREAM_DEBUG"):
             raise
@@ -131,11 +131,9 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
     from stream.render import Renderer
     from stream.report import LoadTimes, build_report, summary, write_report
     from stream.runinfo import RunInfo
-    from stream.sinks import PredictionsLog, VideoFileSink, WindowSink, display_available
 
     info_src = source.info
-    paced_live = info_src.live or cfg.pace
-    policy = cfg.drop_policy if cfg.drop_policy != "auto" else ("latest" if paced_live else "block")
+    policy = cfg.drop_policy if cfg.drop_policy != "auto" else ("latest" if info_src.live or cfg.pace else "block")
     # An image folder's nominal 1 fps is a slideshow rate for the output video, not a target.
     target_fps = cfg.target_fps or (info_src.fps if info_src.kind in ("file", "camera", "url") else None) or 30.0
 
@@ -148,44 +146,64 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
             warmup_s += backend.warmup(1, min(cfg.warmup, 2))
         info = RunInfo(info_src, model.name, model.weights, model.random_weights, backend.name,
                        backend.device, backend.precision, cfg.batch, policy)
-        sinks = []
-        try:
-            if cfg.output:
-                sinks.append(VideoFileSink(cfg.output, info_src.fps or 30.0, info_src.width, info_src.height))
-            if cfg.predictions:
-                sinks.append(PredictionsLog(cfg.predictions))
-            if cfg.display == "on" or (cfg.display == "auto" and display_available()):
-                sinks.append(WindowSink())
-        except BaseException:
-            for sink in sinks:
-                sink.close()
-            raise
+        sinks = _open_sinks(cfg, info_src)
         live_ui = cfg.dashboard == "on" or (cfg.dashboard == "auto" and sys.stdout.isatty())
         ui = LiveDashboard(info) if live_ui else StatusPrinter(cfg.status_every)
         load = LoadTimes(model.load_s, warmup_s, time.perf_counter() - process_start)
         opts = PipelineOptions(cfg.queue_size, policy, cfg.batch, cfg.max_frames, cfg.loop, target_fps, cfg.pace)
         outcome = run_pipeline(source, backend, Preprocessor(model.preprocess), model.categories,
                                Renderer(model.random_weights), sinks, ui, opts)
-        written = next((s.written for s in sinks if isinstance(s, VideoFileSink)), None)
+        written = next((s.written for s in sinks if hasattr(s, "written")), None)
         report = build_report(info, outcome, load, written, process_start, backend.cuda_peak_mb())
     finally:
         backend.close()
     if getattr(source, "skipped", None):
         report["warnings"].append(f"{len(source.skipped)} unreadable image(s) skipped: {source.skipped[:3]}")
-    expected = info_src.frame_count
-    truncated = (outcome.status == "completed" and not cfg.loop and cfg.max_frames is None and expected
-                 and info_src.kind == "file" and outcome.frames_read < expected)
+    truncated = _truncated_message(cfg, info_src, outcome)
     if truncated:
         report["status"] = "incomplete input"
-        report["warnings"].append(f"decoded {outcome.frames_read} of {expected} frames: the rest of the file "
-                                  "is truncated or corrupt")
+        report["warnings"].append(truncated)
     if cfg.report:
         write_report(report, cfg.report)
     print(summary(report))
+    return _exit_status(outcome, report, truncated)
+
+
+def _open_sinks(cfg: Config, info_src) -> list:
+    from stream.sinks import PredictionsLog, VideoFileSink, WindowSink, display_available
+
+    sinks = []
+    try:
+        if cfg.output:
+            sinks.append(VideoFileSink(cfg.output, info_src.fps or 30.0, info_src.width, info_src.height))
+        if cfg.predictions:
+            sinks.append(PredictionsLog(cfg.predictions))
+        if cfg.display == "on" or (cfg.display == "auto" and display_available()):
+            sinks.append(WindowSink())
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+def _truncated_message(cfg: Config, info_src, outcome) -> str | None:
+    """A file that ended before its own frame count: the decodable part was processed."""
+    expected = info_src.frame_count
+    if (outcome.status != "completed" or cfg.loop or cfg.max_frames is not None or not expected
+            or info_src.kind != "file" or outcome.frames_read >= expected):
+        return None
+    return (f"{info_src.uri}: only {outcome.frames_read} of {expected} frames could be decoded (truncated or "
+            "corrupt file); those were processed and written, re-encode or re-copy the file")
+
+
+def _exit_status(outcome, report: dict, truncated: str | None) -> int:
+    from stream.pipeline import END_SIGTERM
+
     if outcome.status == "interrupted":
         print(f"interrupted ({outcome.end_reason}): outputs hold the {report['frames']['shown']} frames "
               "processed so far", file=sys.stderr)
-        return EXIT_INTERRUPTED.get(outcome.end_reason, 130)
+        return EXIT_SIGTERM if outcome.end_reason == END_SIGTERM else EXIT_SIGINT
     if outcome.error is not None:
         err = outcome.error
         if isinstance(err, UserError):
@@ -195,11 +213,6 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
               "(outputs hold the frames processed so far)", file=sys.stderr)
         return 1
     if truncated:
-        print(f"error: {info_src.uri}: only {outcome.frames_read} of {expected} frames could be decoded "
-              "(truncated or corrupt file); those were processed and written, re-encode or re-copy the file",
-              file=sys.stderr)
+        print(f"error: {truncated}", file=sys.stderr)
         return EXIT_INCOMPLETE
     return 0
-
-
-__all__ = ["main", "StreamError"]

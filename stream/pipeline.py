@@ -26,6 +26,7 @@ from stream.sources import Source
 from stream.stats import StatsCollector, StatsSnapshot
 
 JOIN_TIMEOUT_S = 10.0
+END_SIGTERM, END_SIGINT = "SIGTERM", "Ctrl-C (SIGINT)"
 UI_EVERY_S = 0.25
 
 
@@ -86,9 +87,9 @@ def run_pipeline(source: Source, backend: Backend, preprocessor: Preprocessor, c
     try:
         end_reason = loop.run(results)
     except Terminated:
-        status, end_reason = "interrupted", "SIGTERM"
+        status, end_reason = "interrupted", END_SIGTERM
     except KeyboardInterrupt:
-        status, end_reason = "interrupted", "Ctrl-C (SIGINT)"
+        status, end_reason = "interrupted", END_SIGINT
     except Exception as exc:  # noqa: BLE001 - reported like a worker's error, after finalisation
         main_errors.append(exc)
     finally:
