@@ -219,3 +219,23 @@ def test_live_stream_that_drops_keeps_what_was_processed_and_exits_nonzero(mjpeg
     assert frames["written"] == len(logged) == frames["processed"] == len(read_all_frames(out))
     indices = [r["frame"] for r in logged]
     assert indices == sorted(set(indices))  # dropped frames leave gaps, never repeats
+
+
+def test_image_folder_is_one_frame_per_image_with_real_labels(tmp_path):
+    import cv2
+
+    from stream.sample import photo
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, name in enumerate(["chelsea", "coffee", "rocket"]):
+        cv2.imwrite(str(folder / f"{i}_{name}.jpg"), photo(name))
+    out, preds = tmp_path / "out.avi", tmp_path / "p.jsonl"
+    result = run_cli("--source", str(folder), "--model", "efficientnet_lite0", "--output", str(out),
+                     "--predictions", str(preds))
+    assert result.returncode == 0, result.stderr
+    top1 = [r["top5"][0]["label"] for r in lines(preds)]
+    assert top1[0] in CAT_LABELS
+    assert top1[1] == "espresso"
+    assert top1[2] in {"missile", "projectile"}
+    assert len(read_all_frames(out)) == 3

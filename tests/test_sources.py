@@ -59,3 +59,14 @@ def test_loop_rewinds_a_file_and_keeps_counting(cat_clip):
 def test_bad_sources_are_user_errors(tmp_path, make, message):
     with pytest.raises(UserError, match=message):
         open_source(make(tmp_path))
+
+
+def test_sample_clip_is_made_once_and_cached(tmp_path):
+    from stream.sample import sample_clip
+
+    path = sample_clip(tmp_path)
+    stamp = path.stat().st_mtime_ns
+    source = open_source(str(path))
+    assert (source.info.width, source.info.height, source.info.fps, source.info.frame_count) == (1280, 720, 30.0, 180)
+    source.close()
+    assert sample_clip(tmp_path) == path and path.stat().st_mtime_ns == stamp
