@@ -131,6 +131,7 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
     from stream.render import Renderer
     from stream.report import LoadTimes, build_report, summary, write_report
     from stream.runinfo import RunInfo
+    from stream.sinks import VideoFileSink
 
     info_src = source.info
     policy = cfg.drop_policy if cfg.drop_policy != "auto" else ("latest" if info_src.live or cfg.pace else "block")
@@ -153,7 +154,7 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
         opts = PipelineOptions(cfg.queue_size, policy, cfg.batch, cfg.max_frames, cfg.loop, target_fps, cfg.pace)
         outcome = run_pipeline(source, backend, Preprocessor(model.preprocess), model.categories,
                                Renderer(model.random_weights), sinks, ui, opts)
-        written = next((s.written for s in sinks if hasattr(s, "written")), None)
+        written = next((s.written for s in sinks if isinstance(s, VideoFileSink)), None)
         report = build_report(info, outcome, load, written, process_start, backend.cuda_peak_mb())
     finally:
         backend.close()
