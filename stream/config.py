@@ -10,8 +10,9 @@ from pathlib import Path
 from stream.errors import UserError
 
 DROP_POLICIES = ("auto", "latest", "block")
-BACKENDS = ("torch", "tensorrt")
-PRECISIONS = ("fp32", "fp16")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("auto", "fp32", "fp16")
+TRT_CONVERTERS = ("onnx", "torch2trt")
 TRISTATE = ("auto", "on", "off")
 
 
@@ -25,8 +26,8 @@ class Config:
     weights: str = "imagenet"
     backend: str = "torch"
     device: str = "auto"
-    precision: str = "fp32"
-    batch: int = 1
+    precision: str = "auto"  # fp16 for TensorRT, fp32 for the others
+    batch: int | None = None  # None: 8 for a file read losslessly (throughput), 1 for live sources (latency)
     queue_size: int = 8
     drop_policy: str = "auto"
     max_frames: int | None = None
@@ -37,6 +38,9 @@ class Config:
     target_fps: float | None = None  # None: the source's own fps, else 30
     warmup: int = 5
     status_every: float = 5.0
+    cache_dir: str | None = None  # exported ONNX models and TensorRT engines; None: the user cache dir
+    threads: int | None = None  # intra-op threads for the CPU backends; None: one per available core
+    trt_converter: str = "onnx"
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(Config)}
@@ -89,7 +93,7 @@ def validate(cfg: Config) -> None:
     def bad(key: str, value, fix: str) -> UserError:
         return UserError(f"bad value for {key.replace('_', '-')}: {value!r}; {fix}")
 
-    if cfg.batch < 1 or cfg.batch > 256:
+    if cfg.batch is not None and not 1 <= cfg.batch <= 256:
         raise bad("batch", cfg.batch, "use a batch size from 1 to 256")
     if cfg.queue_size < 1 or cfg.queue_size > 1024:
         raise bad("queue_size", cfg.queue_size, "use a queue size from 1 to 1024")
@@ -99,9 +103,12 @@ def validate(cfg: Config) -> None:
         raise bad("warmup", cfg.warmup, "use 0 or more warm-up iterations")
     if cfg.target_fps is not None and not 0 < cfg.target_fps <= 1000:
         raise bad("target_fps", cfg.target_fps, "use a frame rate above 0")
+    if cfg.threads is not None and not 1 <= cfg.threads <= 256:
+        raise bad("threads", cfg.threads, "use 1 to 256 threads")
     if cfg.status_every <= 0:
         raise bad("status_every", cfg.status_every, "use a positive number of seconds")
     for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKENDS), ("precision", PRECISIONS),
+                         ("trt_converter", TRT_CONVERTERS),
                          ("display", TRISTATE), ("dashboard", TRISTATE)):
         if getattr(cfg, key) not in choices:
             raise bad(key, getattr(cfg, key), f"choose one of {', '.join(choices)}")

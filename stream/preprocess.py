@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from models.registry import PreprocessSpec
+from models.spec import PreprocessSpec
 
 
 def crop_box(height: int, width: int, resize: int, crop: int) -> tuple[float, float, float, float]:
@@ -63,3 +63,12 @@ class Preprocessor:
             np.multiply(chw, self._scale, out=batch[i], casting="unsafe")
             batch[i] += self._shift
         return batch
+
+
+def make_preprocessor(spec: PreprocessSpec, device: str):
+    """OpenCV on the host for host backends; on the GPU for backends that take GPU tensors."""
+    if device == "cpu":
+        return Preprocessor(spec)
+    from stream.preprocess_gpu import TorchPreprocessor
+
+    return TorchPreprocessor(spec, device)

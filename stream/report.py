@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import dataclass
 
+from stream.backends import LoadRecord
 from stream.pipeline import RunOutcome
 from stream.runinfo import RunInfo
 from stream.stats import STAGES, judge, peak_rss_mb
@@ -13,7 +14,7 @@ from stream.stats import STAGES, judge, peak_rss_mb
 
 @dataclass(frozen=True)
 class LoadTimes:
-    weights_s: float  # build the model and load its weights (import of torch excluded)
+    backend: LoadRecord  # weights or cached artifact load, build/export, cache status
     warmup_s: float
     startup_s: float  # process start → pipeline start (imports, source, model, warm-up)
 
@@ -49,8 +50,9 @@ def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: i
         "model": {"name": info.model, "weights": info.weights, "random_weights": info.random_weights,
                   "backend": info.backend, "device": info.device, "precision": info.precision,
                   "batch": info.batch},
-        "load": {"weights_s": load.weights_s, "warmup_s": load.warmup_s, "startup_s": load.startup_s,
-                 "first_frame_s": None if first is None else first - process_start},
+        "load": {"weights_s": load.backend.weights_s, "build_s": load.backend.build_s, "warmup_s": load.warmup_s,
+                 "startup_s": load.startup_s, "first_frame_s": None if first is None else first - process_start,
+                 "cache": load.backend.cache, "artifact": load.backend.artifact},
         "frames": {"read": snap.frames_read, "processed": snap.frames_processed,
                    "dropped": snap.frames_dropped, "written": written, "shown": snap.frames_rendered,
                    "stale_at_start": outcome.stale_discarded},
@@ -89,7 +91,10 @@ def summary(report: dict) -> str:
         f"fps     pipeline {num(fps['pipeline'], '.1f')}, capture {num(fps['capture'], '.1f')}, "
         f"inference {num(fps['inference'], '.1f')}, model only {num(fps['model_only'], '.1f')}",
         f"latency end-to-end {ms('end_to_end')}; inference {ms('inference')}; preprocess {ms('preprocess')}",
-        f"load    weights {num(load['weights_s'])} s, warm-up {num(load['warmup_s'])} s (excluded from the figures), "
+        f"load    weights {num(load['weights_s'])} s"
+        + (f", build {num(load['build_s'])} s" if load["build_s"] is not None else "")
+        + (f" (cache {load['cache']})" if load["cache"] != "not used" else "")
+        + f", warm-up {num(load['warmup_s'])} s (excluded from the figures), "
         f"first annotated frame after {num(load['first_frame_s'])} s",
         f"memory  peak RSS {mem['peak_rss_mb']:.0f} MB"
         + ("" if mem["cuda_peak_mb"] is None else f", CUDA peak {mem['cuda_peak_mb']:.0f} MB"),

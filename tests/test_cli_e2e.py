@@ -149,7 +149,11 @@ def assert_one_line_error(result, fragment: str):
         (["--source", "{clip}", "--report", "/proc/nope.json"], "cannot be written"),
         (["--source", "{clip}", "--model", "alexnett", "--weights", "random"], "unknown model 'alexnett'"),
         (["--source", "{clip}", "--precision", "fp16", "--device", "cpu"], "fp16 needs a CUDA GPU"),
-        (["--source", "{clip}", "--trt"], "TensorRT"),
+        (["--source", "{clip}", "--trt"], "--trt needs"),
+        (["--source", "{clip}", "--backend", "onnxruntime", "--threads", "0"], "threads"),
+        (["--source", "{clip}", "--backend", "onnxruntime", "--weights", "random", "--cache-dir", "/proc/nope"],
+         "cannot write to the cache"),
+        (["--source", "{clip}", "--backend", "onnxruntime", "--weights", "{missing}"], "not found"),
         (["--source", "{clip}", "--batch", "0"], "batch"),
         (["--source", "{clip}", "--batch", "four"], "invalid int value"),
         (["--config", "{bad_config}"], "drop-policy"),
@@ -166,7 +170,8 @@ def test_bad_input_gives_one_line_and_nonzero_exit(args, fragment, cat_clip, tmp
     mp4_truncated.write_bytes(cat_clip.read_bytes()[:5000])
     bad_config = tmp_path / "bad.toml"
     bad_config.write_text('drop_policy = "sometimes"\n')
-    subst = {"{text}": str(text), "{mp4_truncated}": str(mp4_truncated), "{clip}": str(cat_clip),
+    subst = {"{missing}": str(tmp_path / "missing.pth"),
+             "{text}": str(text), "{mp4_truncated}": str(mp4_truncated), "{clip}": str(cat_clip),
              "{bad_config}": str(bad_config)}
     started = time.monotonic()
     # Downloads go through a proxy that refuses at once: the offline case, hermetic and fast.
@@ -184,13 +189,23 @@ def test_signal_leaves_playable_video_flushed_log_and_report(sig, code, cat_clip
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "run_stream.py"), "--source", str(cat_clip), "--loop", "--weights", "random",
          "--output", str(out), "--predictions", str(preds), "--report", str(report), "--no-display"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A test run started in the background (`pytest &`) ignores SIGINT, and so would its children:
+        # give the child the disposition an interactive user's run has.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not preds.exists() or len(preds.read_text().splitlines()) < 30):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.2)
     proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # run_stream.py dumps every thread's stack
+        time.sleep(1)
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"no exit 60 s after {sig!r}; stdout tail:\n{stdout[-2000:]}\nstacks:\n{stderr[-6000:]}")
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
     data = json.loads(report.read_text())

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torchvision
 
-from models import available_models, load_model
-from stream.backends import backend_class
+from models import ModelRequest, available_models, load_model
+from stream.backends import BackendOptions, backend_class
 from stream.backends.torch_backend import TorchBackend
 from stream.errors import UserError
 from stream.preprocess import Preprocessor
@@ -43,7 +43,8 @@ def test_torch_backend_returns_the_modules_own_logits():
     batch = Preprocessor(model.preprocess)([photo("chelsea"), photo("coffee")])
     with torch.inference_mode():
         expected = model.module(torch.from_numpy(batch)).numpy()
-    backend = TorchBackend(model, "cpu", "fp32")
+    backend = TorchBackend(ModelRequest("efficientnet_lite0"), BackendOptions(device="cpu"))
+    assert backend.precision == "fp32" and backend.load.cache == "not used"
     logits = backend.infer(batch)
     assert logits.shape == (2, 1000) and logits.dtype == np.float32
     assert np.abs(logits - expected).max() < 1e-3  # channels-last changes summation order only
@@ -54,13 +55,22 @@ def test_torch_backend_returns_the_modules_own_logits():
 
 def test_backend_factory_and_device_errors():
     assert backend_class("torch") is TorchBackend
-    with pytest.raises(UserError, match="TensorRT"):
-        backend_class("tensorrt")
     with pytest.raises(UserError, match="unknown backend"):
         backend_class("onnx")
-    model = load_model("alexnet", "random")
+    request = ModelRequest("alexnet", "random")
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
-        TorchBackend(model, "cpu", "fp16")
+        TorchBackend(request, BackendOptions(device="cpu", precision="fp16"))
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA GPU"):
-            TorchBackend(model, "cuda", "fp32")
+            TorchBackend(request, BackendOptions(device="cuda"))
+
+
+def test_random_weights_are_seeded_so_their_cached_exports_are_reproducible():
+    a, b = load_model("alexnet", "random"), load_model("alexnet", "random")
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    load_model("alexnet", "random")
+    assert torch.equal(torch.rand(1), expected)  # the caller's RNG state is untouched
+    for (name, x), y in zip(a.module.state_dict().items(), b.module.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name

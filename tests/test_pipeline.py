@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from models.registry import PreprocessSpec
+from models.spec import PreprocessSpec
 from stream.errors import StreamError
 from stream.frames import Frame
 from stream.pipeline import PipelineOptions, run_pipeline

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models import get_model_weights
 
-from models.registry import PreprocessSpec
+from models.spec import PreprocessSpec
 from stream.preprocess import Preprocessor
 from stream.sample import photo
 
@@ -55,3 +55,19 @@ def test_batch_holds_each_frame_in_order(reference):
     assert batch.shape == (3, 3, 224, 224) and batch.dtype == np.float32
     assert np.array_equal(batch[0], batch[2])
     assert not np.allclose(batch[0], batch[1])
+
+
+def test_gpu_preprocessor_matches_the_opencv_path_on_cpu_tensors():
+    # The GPU path's geometry is checked here on CPU tensors; tests/test_tensorrt.py repeats it on a GPU.
+    from stream.preprocess_gpu import TorchPreprocessor
+
+    spec = PreprocessSpec(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    for shape in [(720, 1280), (480, 360), (224, 224)]:
+        image = cv2.resize(photo("chelsea"), shape[::-1], interpolation=cv2.INTER_AREA)
+        host = Preprocessor(spec)([image, image[:, ::-1].copy()])
+        tensors = TorchPreprocessor(spec, "cpu")([image, image[:, ::-1].copy()])
+        assert tuple(tensors.shape) == host.shape
+        diff = np.abs(tensors.numpy() - host)
+        assert diff.mean() < 0.01 and diff.max() < 0.1, shape
+    mixed = TorchPreprocessor(spec, "cpu")([photo("chelsea"), photo("coffee")])  # two sizes in one batch
+    assert np.abs(mixed.numpy() - Preprocessor(spec)([photo("chelsea"), photo("coffee")])).mean() < 0.01

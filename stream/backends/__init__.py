@@ -1,25 +1,49 @@
 """Inference backends behind one small interface, chosen by name through a factory.
 
-A backend takes a normalised NCHW float32 batch and returns N×C float32 logits on the host; the
-pipeline never asks which backend it runs.
+A backend loads a model from a `ModelRequest` (building and caching what it needs), takes a
+normalised NCHW float32 batch on its `input_device` and returns N×C float32 logits on the host;
+the pipeline never asks which backend it runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
+from models.spec import ModelInfo, ModelRequest
 from stream.errors import UserError
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | fp32 | fp16; auto is fp16 for TensorRT, fp32 elsewhere
+    max_batch: int = 1
+    cache_dir: str | None = None  # None: the user cache dir (see backends.cache)
+    threads: int | None = None  # intra-op threads on CPU; None: one per available core
+    trt_converter: str = "onnx"  # onnx (TensorRT's ONNX parser) | torch2trt
+
+
+@dataclass(frozen=True)
+class LoadRecord:
+    weights_s: float  # model from disk: weights into torch, or the cached ONNX/engine into its runtime
+    build_s: float | None  # export to ONNX and/or engine build, when one ran in this process
+    cache: str  # "not used" | "hit" | "miss" | "rebuilt (<why the cached one was unusable>)"
+    artifact: str | None = None  # the cached file that was run
 
 
 class Backend(Protocol):
     name: str
     device: str  # "cpu", "cuda:0", ...
+    input_device: str  # where `infer` wants its batch: "cpu" (numpy) or "cuda:N" (torch tensor)
     precision: str  # "fp32" | "fp16"
+    model: ModelInfo
+    load: LoadRecord
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: Any) -> np.ndarray:
         """Logits for a batch; returns only once the device work is done (safe to time)."""
         ...
 
@@ -38,15 +62,22 @@ def _torch() -> type:
     return TorchBackend
 
 
+def _onnxruntime() -> type:
+    from stream.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    OnnxRuntimeBackend.check_available()
+    return OnnxRuntimeBackend
+
+
 def _tensorrt() -> type:
-    raise UserError(
-        "the TensorRT backend (--trt) is not available yet in this version; "
-        "run without --trt to use the PyTorch backend (--backend torch)"
-    )
+    from stream.backends.tensorrt_backend import TensorRTBackend
+
+    TensorRTBackend.check_available()
+    return TensorRTBackend
 
 
 # name → loader of the backend's class; loaders import lazily so GPU libraries load only on demand.
-BACKENDS: dict[str, Callable[[], type]] = {"torch": _torch, "tensorrt": _tensorrt}
+BACKENDS: dict[str, Callable[[], type]] = {"torch": _torch, "onnxruntime": _onnxruntime, "tensorrt": _tensorrt}
 
 
 def backend_class(name: str) -> type:
@@ -56,3 +87,13 @@ def backend_class(name: str) -> type:
     except KeyError:
         raise UserError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}") from None
     return loader()
+
+
+def load_backend(name: str, request: ModelRequest, options: BackendOptions) -> Backend:
+    return backend_class(name)(request, options)
+
+
+def resolve_precision(requested: str, default: str) -> str:
+    if requested not in ("auto", "fp32", "fp16"):
+        raise UserError(f"unknown precision {requested!r}; use auto, fp32 or fp16")
+    return default if requested == "auto" else requested

@@ -1,0 +1,68 @@
+"""The model as a cached ONNX file plus its metadata, shared by the ONNX Runtime and TensorRT backends.
+
+A cache hit needs neither torch nor the weights: the sidecar carries the category names and the
+preprocessing, so a warm start on these backends does not import torch at all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from models.spec import ModelInfo, ModelRequest
+from stream.backends.cache import ArtifactCache, Lookup
+from stream.backends.progress import BuildProgress
+
+ONNX_OPSET = 17  # kept equal to models.export.OPSET, which cannot be imported here without torch
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    path: Path
+    info: ModelInfo
+    input_shape: tuple[int, int, int]  # C, H, W; the batch axis is dynamic
+    weights_s: float  # torch model build + weights load when exported now, else 0
+    build_s: float | None  # export time when exported now
+    cache: str  # hit | miss | rebuilt (why)
+
+
+def onnx_fields(request: ModelRequest, precision: str) -> dict:
+    try:
+        exporter = f"torch-{version('torch')}"
+    except PackageNotFoundError:
+        exporter = "torch-unknown"
+    return {"artifact": "onnx", "model": request.name, "weights": request.weights_id(), "precision": precision,
+            "batch": "dynamic", "opset": ONNX_OPSET, "exporter": exporter}
+
+
+def cache_status(look: Lookup) -> str:
+    return "hit" if look.hit else (f"rebuilt ({look.reason})" if look.stale else "miss")
+
+
+def get_onnx_model(request: ModelRequest, precision: str, cache: ArtifactCache) -> OnnxModel:
+    fields = onnx_fields(request, precision)
+    look = cache.lookup("onnx", fields, ".onnx")
+    if look.hit:
+        try:
+            info, shape = ModelInfo.from_dict(look.meta["model"]), tuple(int(n) for n in look.meta["input_shape"])
+            return OnnxModel(look.artifact, info, shape, 0.0, None, "hit")
+        except (KeyError, TypeError, ValueError):
+            look = Lookup(look.artifact, look.sidecar, False, "its sidecar metadata is corrupt")
+    if look.stale:
+        print(f"cached ONNX model for {request.name} is unusable ({look.reason}); exporting it again", flush=True)
+    from models.export import export_onnx
+    from models.registry import load_model
+
+    started = time.perf_counter()
+    model = load_model(request.name, request.weights)
+    weights_s = time.perf_counter() - started
+    crop = model.preprocess.crop
+    shape = (3, crop, crop)
+    with BuildProgress(f"exporting {request.name} ({precision}) to ONNX: once per model and weights, "
+                       f"cached in {cache.root}") as progress:
+        path = cache.store("onnx", fields, ".onnx",
+                           lambda tmp: export_onnx(model.module, tmp, crop, precision),
+                           meta={"model": model.info.to_dict(), "input_shape": list(shape)})
+    return OnnxModel(path, model.info, shape, weights_s, progress.elapsed_s, cache_status(look))
