@@ -28,8 +28,9 @@ def run_once(backend: str, batch: int, args, out: Path) -> dict:
     report = out / f"{backend}-b{batch}.json"
     cmd = [sys.executable, str(ROOT / "run_stream.py"), "--model", args.model, "--weights", args.weights,
            "--backend", backend, "--batch", str(batch), "--loop", "--max-frames", str(args.frames),
-           "--output", str(out / f"{backend}-b{batch}.mp4"), "--report", str(report),
-           "--no-display", "--no-dashboard", "--status-every", "1000"]
+           "--report", str(report), "--no-display", "--no-dashboard", "--status-every", "1000"]
+    if args.video:
+        cmd += ["--output", str(out / f"{backend}-b{batch}.mp4")]
     if args.source:
         cmd += ["--source", args.source]
     if args.cache_dir:
@@ -59,6 +60,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--source", help="video to use (default: the 720p sample clip)")
     p.add_argument("--cache-dir")
+    p.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,
+                   help="write the annotated video (mp4v encode costs about 5 ms per 720p frame)")
     p.add_argument("--json", help="write every run's report here")
     args = p.parse_args()
     backends = args.backends.split(",")
@@ -78,8 +81,10 @@ def main() -> int:
                       file=sys.stderr, flush=True)
 
     first = results[configs[0]][0]
+    video = "annotated video written" if args.video else "no video written"
     print(f"\n{args.model} [{first['model']['weights']}], {args.frames} frames of "
-          f"{first['source']['width']}x{first['source']['height']} per run, median of {args.rounds} rounds\n")
+          f"{first['source']['width']}x{first['source']['height']} per run ({video}), "
+          f"median of {args.rounds} rounds\n")
     print("| backend | batch | pipeline fps | × first backend | model-only fps | e2e p50 ms | "
           "first frame s | load s | peak RSS MB | cache |")
     print("|---|---|---|---|---|---|---|---|---|---|")
