@@ -6,6 +6,7 @@ so a warm start on those backends never imports torch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -66,7 +67,14 @@ class ModelRequest:
         path = Path(self.weights)
         if not path.is_file():
             raise UserError(f"weights file {self.weights} not found; pass a state_dict .pth, 'imagenet' or 'random'")
-        return "sha256:" + file_sha256(path)
+        stat = path.stat()
+        return "sha256:" + _weights_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _weights_digest(path: str, size: int, mtime_ns: int) -> str:
+    """Hashed once per process per file version (the ONNX and engine keys both need it)."""
+    return file_sha256(path)
 
 
 def file_sha256(path: str | Path) -> str:

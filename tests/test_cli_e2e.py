@@ -13,6 +13,7 @@ import torch
 from models import load_model
 from stream.sinks import display_available  # noqa: F401 - import check: the CLI's own modules load
 from tests.conftest import CAT_LABELS, ROOT, read_all_frames, run_cli
+from tests.test_tensorrt import HAVE_TRT
 
 REPORT_KEYS = {
     "source": {"uri", "fps", "frames"},
@@ -149,7 +150,8 @@ def assert_one_line_error(result, fragment: str):
         (["--source", "{clip}", "--report", "/proc/nope.json"], "cannot be written"),
         (["--source", "{clip}", "--model", "alexnett", "--weights", "random"], "unknown model 'alexnett'"),
         (["--source", "{clip}", "--precision", "fp16", "--device", "cpu"], "fp16 needs a CUDA GPU"),
-        (["--source", "{clip}", "--trt"], "--trt needs"),
+        pytest.param(["--source", "{clip}", "--trt"], "--trt needs",
+                     marks=pytest.mark.skipif(HAVE_TRT, reason="TensorRT and a GPU are present here")),
         (["--source", "{clip}", "--backend", "onnxruntime", "--threads", "0"], "threads"),
         (["--source", "{clip}", "--backend", "onnxruntime", "--weights", "random", "--cache-dir", "/proc/nope"],
          "cannot write to the cache"),

@@ -113,3 +113,15 @@ def test_factory_and_precision_errors(cache_dir):
     with pytest.raises(UserError, match="fp16 with ONNX Runtime needs a GPU"):
         OnnxRuntimeBackend(ModelRequest("alexnet", "random"),
                            BackendOptions(device="cpu", precision="fp16", cache_dir=cache_dir))
+
+
+def test_a_model_the_exporter_cannot_express_is_a_one_line_error(tmp_path, monkeypatch):
+    import models.export
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::fancy' to ONNX opset 17 is not supported.\nmore")
+
+    monkeypatch.setattr(models.export, "export_onnx", refuse)
+    with pytest.raises(UserError, match=r"could not export alexnet to ONNX \(Exporting the operator.*--backend torch"):
+        OnnxRuntimeBackend(ModelRequest("alexnet", "random"), BackendOptions(device="cpu", cache_dir=str(tmp_path)))
+    assert not list((tmp_path / "onnx").glob("*.onnx"))  # nothing half-written is left to load

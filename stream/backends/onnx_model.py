@@ -14,6 +14,7 @@ from pathlib import Path
 from models.spec import ModelInfo, ModelRequest
 from stream.backends.cache import ArtifactCache, Lookup
 from stream.backends.progress import BuildProgress
+from stream.errors import UserError
 
 ONNX_OPSET = 17  # kept equal to models.export.OPSET, which cannot be imported here without torch
 
@@ -60,9 +61,15 @@ def get_onnx_model(request: ModelRequest, precision: str, cache: ArtifactCache) 
     weights_s = time.perf_counter() - started
     crop = model.preprocess.crop
     shape = (3, crop, crop)
+    def export(tmp: Path) -> None:
+        try:
+            export_onnx(model.module, tmp, crop, precision)
+        except Exception as exc:  # noqa: BLE001 - an op the exporter cannot express: one line, a way out
+            first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise UserError(f"could not export {request.name} to ONNX ({first}); run it with --backend torch") from None
+
     with BuildProgress(f"exporting {request.name} ({precision}) to ONNX: once per model and weights, "
                        f"cached in {cache.root}") as progress:
-        path = cache.store("onnx", fields, ".onnx",
-                           lambda tmp: export_onnx(model.module, tmp, crop, precision),
+        path = cache.store("onnx", fields, ".onnx", export,
                            meta={"model": model.info.to_dict(), "input_shape": list(shape)})
     return OnnxModel(path, model.info, shape, weights_s, progress.elapsed_s, cache_status(look))

@@ -78,7 +78,8 @@ class TensorRTBackend:
         torch.cuda.set_device(self.device)
         self.precision = resolve_precision(options.precision, "fp16")
         self._trt, self._torch = trt, torch
-        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._logger = _stdout_logger(trt)
+        self._runtime = trt.Runtime(self._logger)  # kept: engines must not outlive their runtime
         cache = ArtifactCache(options.cache_dir)
         onnx = get_onnx_model(request, self.precision, cache)
         self.model = onnx.info
@@ -118,9 +119,8 @@ class TensorRTBackend:
                 "gpu": props.name, "compute_capability": f"{props.major}.{props.minor}"}
 
     def _deserialize(self, data: bytes):
-        runtime = self._trt.Runtime(self._logger)
         try:
-            return runtime.deserialize_cuda_engine(data)
+            return self._runtime.deserialize_cuda_engine(data)
         except Exception:  # noqa: BLE001 - a corrupt or foreign engine: rebuilt by the caller
             return None
 
@@ -222,8 +222,25 @@ class TensorRTBackend:
         return (self._torch.cuda.max_memory_allocated(self.device) + engine_bytes) / 2**20
 
     def close(self) -> None:
-        self._context = None
+        self._context = None  # context before engine before runtime, as TensorRT requires
         self._engine = None
+        self._runtime = None
+
+
+def _stdout_logger(trt):
+    """TensorRT's warnings and errors on stdout: stderr carries only the tool's own one-line errors."""
+
+    shown = {trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR, trt.ILogger.Severity.WARNING}
+
+    class StdoutLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity, msg):
+            if severity in shown:
+                print(f"TensorRT: {msg}", flush=True)
+
+    return StdoutLogger()
 
 
 def _progress_monitor(trt, progress: BuildProgress):
