@@ -115,8 +115,6 @@ def run(args: dict, process_start: float) -> int:
         if path:
             check_writable(path, flag)
     backend_cls = backend_class(cfg.backend)  # fails fast, before any model is loaded
-    if cfg.backend == "tensorrt":  # the converter choice can be missing too: say so before any work
-        backend_cls.check_available(cfg.trt_converter)
     if cfg.display == "on":
         from stream.sinks import WindowSink
 

@@ -7,6 +7,7 @@ the pipeline never asks which backend it runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -91,6 +92,14 @@ def backend_class(name: str) -> type:
 
 def load_backend(name: str, request: ModelRequest, options: BackendOptions) -> Backend:
     return backend_class(name)(request, options)
+
+
+def timed_warmup(infer: Callable[[Any], np.ndarray], dummy: Any, iterations: int) -> float:
+    """Untimed-for-the-run iterations (lazy initialisation, allocator growth); seconds they took."""
+    started = time.perf_counter()
+    for _ in range(iterations):
+        infer(dummy)
+    return time.perf_counter() - started
 
 
 def resolve_precision(requested: str, default: str) -> str:

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from models.spec import ModelRequest
-from stream.backends import BackendOptions, LoadRecord, resolve_precision
+from stream.backends import BackendOptions, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache
 from stream.backends.onnx_model import get_onnx_model
 from stream.errors import UserError
@@ -60,7 +60,8 @@ class OnnxRuntimeBackend:
         self.precision = resolve_precision(options.precision, "fp32")
         if self.precision == "fp16" and self.device == "cpu":
             raise UserError("--precision fp16 with ONNX Runtime needs a GPU provider; on CPU use fp32")
-        onnx = get_onnx_model(request, self.precision, ArtifactCache(options.cache_dir))
+        cache = ArtifactCache(options.cache_dir)
+        onnx = get_onnx_model(request, self.precision, cache)
         self.model = onnx.info
         started = time.perf_counter()
         so = ort.SessionOptions()
@@ -70,7 +71,7 @@ class OnnxRuntimeBackend:
         so.inter_op_num_threads = 1
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3  # errors only: stderr is kept for the tool's own one-line errors
-        provider_options = [self._provider_options(p, options) for p in providers]
+        provider_options = [self._provider_options(p, cache) for p in providers]
         try:
             self._session = ort.InferenceSession(str(onnx.path), so, providers=providers,
                                                  provider_options=provider_options)
@@ -84,10 +85,9 @@ class OnnxRuntimeBackend:
                                str(onnx.path))
 
     @staticmethod
-    def _provider_options(provider: str, options: BackendOptions) -> dict:
+    def _provider_options(provider: str, cache: ArtifactCache) -> dict:
         if provider == "TensorrtExecutionProvider":
-            root = ArtifactCache(options.cache_dir).root / "ort-tensorrt"
-            return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(root)}
+            return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache.root / "ort-tensorrt")}
         return {}
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -95,11 +95,7 @@ class OnnxRuntimeBackend:
         return self._session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
     def warmup(self, batch_size: int, iterations: int) -> float:
-        started = time.perf_counter()
-        dummy = np.zeros((batch_size, *self._input_shape), np.float32)
-        for _ in range(iterations):
-            self.infer(dummy)
-        return time.perf_counter() - started
+        return timed_warmup(self.infer, np.zeros((batch_size, *self._input_shape), np.float32), iterations)
 
     def cuda_peak_mb(self) -> float | None:
         return None  # ONNX Runtime does not expose its CUDA arena's peak through the Python API

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from models.spec import ModelRequest
-from stream.backends import BackendOptions, LoadRecord, resolve_precision
+from stream.backends import BackendOptions, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache, Lookup
 from stream.backends.onnx_model import cache_status, get_onnx_model
 from stream.backends.progress import BuildProgress
@@ -209,11 +209,9 @@ class TensorRTBackend:
             return out.float().cpu().numpy()
 
     def warmup(self, batch_size: int, iterations: int) -> float:
-        started = time.perf_counter()
+        # A GPU tensor, as the GPU preprocessor hands the engine in the run.
         dummy = self._torch.zeros((batch_size, *self._input_shape), device=self.device)
-        for _ in range(iterations):
-            self.infer(dummy)
-        return time.perf_counter() - started
+        return timed_warmup(self.infer, dummy, iterations)
 
     def cuda_peak_mb(self) -> float | None:
         # Tensors torch allocated (frames, inputs, outputs) plus the activation memory TensorRT holds

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
 from models.registry import load_model
 from models.spec import ModelRequest
-from stream.backends import BackendOptions, LoadRecord, resolve_precision
+from stream.backends import BackendOptions, LoadRecord, resolve_precision, timed_warmup
 from stream.errors import UserError
 
 
@@ -54,11 +52,8 @@ class TorchBackend:
         return logits.float().cpu().numpy()
 
     def warmup(self, batch_size: int, iterations: int) -> float:
-        started = time.perf_counter()
         dummy = np.zeros((batch_size, 3, self._input_size, self._input_size), np.float32)
-        for _ in range(iterations):
-            self.infer(dummy)
-        return time.perf_counter() - started
+        return timed_warmup(self.infer, dummy, iterations)
 
     def cuda_peak_mb(self) -> float | None:
         if not self.device.startswith("cuda"):
