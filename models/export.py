@@ -10,6 +10,7 @@ not parse 233 MB of weights out of one protobuf message.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -30,7 +31,8 @@ class _Fp16(torch.nn.Module):
 
 
 def export_onnx(module: torch.nn.Module, path: str | Path, crop: int, precision: str = "fp32") -> None:
-    net = module.eval() if precision == "fp32" else _Fp16(module.eval())
+    # fp16 converts a copy: the caller's module stays as it was.
+    net = module.eval() if precision == "fp32" else _Fp16(copy.deepcopy(module).eval())
     # Half-precision convolutions are slow or missing on some CPUs: trace fp16 on the GPU when there is one.
     device = "cuda" if precision == "fp16" and torch.cuda.is_available() else "cpu"
     net = net.to(device)

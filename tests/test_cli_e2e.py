@@ -33,10 +33,12 @@ def lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_lite0_labels_the_cat_and_keeps_every_frame(cat_clip, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_lite0_labels_the_cat_and_keeps_every_frame(backend, cat_clip, tmp_path):
     out, preds, report = tmp_path / "out.mp4", tmp_path / "p.jsonl", tmp_path / "r.json"
     result = run_cli("--source", str(cat_clip), "--model", "efficientnet_lite0", "--output", str(out),
-                     "--predictions", str(preds), "--report", str(report), "--batch", "4")
+                     "--predictions", str(preds), "--report", str(report), "--batch", "4",
+                     "--backend", backend, "--cache-dir", str(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     n_in = len(read_all_frames(cat_clip))
@@ -53,6 +55,10 @@ def test_lite0_labels_the_cat_and_keeps_every_frame(cat_clip, tmp_path):
     assert data["frames"] == {"read": 24, "processed": 24, "dropped": 0, "written": 24, "shown": 24,
                               "stale_at_start": 0}
     assert data["model"]["name"] == "efficientnet_lite0" and data["model"]["batch"] == 4
+    assert data["model"]["backend"] == backend
+    # A cold cache: ONNX Runtime exports once (timed apart from the load); PyTorch caches nothing.
+    assert (data["load"]["cache"], data["load"]["build_s"] is not None) == \
+        (("miss", True) if backend == "onnxruntime" else ("not used", False))
     assert data["load"]["first_frame_s"] > data["load"]["weights_s"] > 0
     assert data["realtime"]["verdict"] in {"real-time", "not real-time", "undecided"}
     assert "verdict" in result.stdout and "Egyptian cat" not in result.stderr

@@ -125,3 +125,25 @@ def test_a_model_the_exporter_cannot_express_is_a_one_line_error(tmp_path, monke
     with pytest.raises(UserError, match=r"could not export alexnet to ONNX \(Exporting the operator.*--backend torch"):
         OnnxRuntimeBackend(ModelRequest("alexnet", "random"), BackendOptions(device="cpu", cache_dir=str(tmp_path)))
     assert not list((tmp_path / "onnx").glob("*.onnx"))  # nothing half-written is left to load
+
+
+def test_fp16_export_is_an_fp16_graph_with_fp32_io_and_leaves_the_module_alone(tmp_path):
+    # The form TensorRT 11 needs for fp16 (strongly typed); ONNX Runtime's CPU provider can run it too.
+    import onnx
+    import onnxruntime as ort
+
+    from models.export import export_onnx
+
+    model, batch, expected = reference("efficientnet_lite0", "imagenet")
+    export_onnx(model.module, tmp_path / "m.onnx", model.preprocess.crop, "fp16")
+    assert all(p.dtype == torch.float32 for p in model.module.parameters())
+    graph = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert graph.graph.input[0].type.tensor_type.elem_type == f32
+    assert graph.graph.output[0].type.tensor_type.elem_type == f32
+    assert {t.data_type for t in graph.graph.initializer if t.data_type in (f32, f16)} == {f16}
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": batch})[0]
+    assert list(got.argmax(1)) == list(expected.argmax(1))  # same top-1 on every photograph
+    assert np.abs(got - expected).max() < 0.5
+    print(f"fp16 graph vs PyTorch fp32: max |logit diff| {np.abs(got - expected).max():.4f}")
