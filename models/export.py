@@ -17,8 +17,9 @@ from pathlib import Path
 import onnx
 import torch
 
+from models.spec import ONNX_OPSET
+
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-OPSET = 17
 
 
 class _Fp16(torch.nn.Module):
@@ -43,7 +44,7 @@ def export_onnx(module: torch.nn.Module, path: str | Path, crop: int, precision:
         torch.onnx.export(
             net, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+            opset_version=ONNX_OPSET, do_constant_folding=True, dynamo=False,
         )
     path = Path(path)
     graph = onnx.load(str(path))

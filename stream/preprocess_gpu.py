@@ -12,16 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from models.spec import PreprocessSpec
-from stream.preprocess import crop_box
+from stream.preprocess import crop_box, normalisation
 
 
 class TorchPreprocessor:
     def __init__(self, spec: PreprocessSpec, device: str) -> None:
         self.spec, self.device = spec, torch.device(device)
-        std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._scale = 1.0 / (255.0 * std)
-        self._shift = -mean / std
+        scale, shift = normalisation(spec)
+        self._scale = torch.from_numpy(scale).unsqueeze(0).to(self.device)  # 1×3×1×1, broadcast over the batch
+        self._shift = torch.from_numpy(shift).unsqueeze(0).to(self.device)
         self._grids: dict[tuple[int, int], torch.Tensor] = {}
 
     def _grid(self, height: int, width: int) -> torch.Tensor:

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from models.spec import ModelInfo, ModelRequest
+from models.spec import ONNX_OPSET, ModelInfo, ModelRequest, package_version
 from stream.backends.cache import ArtifactCache, Lookup
 from stream.backends.progress import BuildProgress
 from stream.errors import UserError
-
-ONNX_OPSET = 17  # kept equal to models.export.OPSET, which cannot be imported here without torch
 
 
 @dataclass(frozen=True)
@@ -30,12 +27,8 @@ class OnnxModel:
 
 
 def onnx_fields(request: ModelRequest, precision: str) -> dict:
-    try:
-        exporter = f"torch-{version('torch')}"
-    except PackageNotFoundError:
-        exporter = "torch-unknown"
     return {"artifact": "onnx", "model": request.name, "weights": request.weights_id(), "precision": precision,
-            "batch": "dynamic", "opset": ONNX_OPSET, "exporter": exporter}
+            "batch": "dynamic", "opset": ONNX_OPSET, "exporter": f"torch-{package_version('torch')}"}
 
 
 def cache_status(look: Lookup) -> str:
@@ -61,6 +54,7 @@ def get_onnx_model(request: ModelRequest, precision: str, cache: ArtifactCache) 
     weights_s = time.perf_counter() - started
     crop = model.preprocess.crop
     shape = (3, crop, crop)
+
     def export(tmp: Path) -> None:
         try:
             export_onnx(model.module, tmp, crop, precision)
