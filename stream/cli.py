@@ -13,6 +13,7 @@ from stream.errors import UserError
 
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 EXIT_INCOMPLETE = 4
+LAB_COMMANDS = ("bench", "eval")  # `run_stream.py bench|eval ...`: see stream/lab
 # Batching amortises the weight stream of the fully connected layers: on the 2-core CPU, 720p, AlexNet,
 # batch 8 against 1 gave ONNX Runtime 1.4× and PyTorch 1.8× the pipeline fps (README, Backends).
 FILE_BATCH = 8
@@ -27,7 +28,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     d = Config()
     p = _Parser(prog="run_stream.py", argument_default=argparse.SUPPRESS,
-                description="Classify every frame of a camera, stream, video or images in real time.")
+                description="Classify every frame of a camera, stream, video or images in real time.",
+                epilog="Also: `run_stream.py bench --help` (speed, load, memory, numeric change) and "
+                       "`run_stream.py eval --help` (top-1/top-5 accuracy on a labelled image set).")
     p.add_argument("--config", help="TOML file with the same keys as these flags (flags win)")
     p.add_argument("--source", help="camera index (0), video file, rtsp/http URL, image or image folder; "
                                     "default: a sample clip of real photographs")
@@ -75,11 +78,15 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None, process_start: float | None = None) -> int:
     process_start = time.perf_counter() if process_start is None else process_start
-    args = vars(build_parser().parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
     if threading_is_main():
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return run(args, process_start)
+        if argv and argv[0] in LAB_COMMANDS:
+            from stream.lab.cli import main as lab_main
+
+            return lab_main(argv[0], argv[1:])
+        return run(vars(build_parser().parse_args(argv)), process_start)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

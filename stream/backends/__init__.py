@@ -38,6 +38,7 @@ class LoadRecord:
 
 class Backend(Protocol):
     name: str
+    runtime_modules: tuple[str, ...]  # what the backend imports to run (timed apart by `bench`)
     device: str  # "cpu", "cuda:0", ...
     input_device: str  # where `infer` wants its batch: "cpu" (numpy) or "cuda:N" (torch tensor)
     precision: str  # "fp32" | "fp16"

@@ -56,6 +56,7 @@ def _gpu_count() -> int:
 
 class TensorRTBackend:
     name = "tensorrt"
+    runtime_modules = ("torch", "tensorrt")  # imported before the load, so `bench` can time imports apart
 
     @staticmethod
     def check_available(converter: str = "onnx") -> None:

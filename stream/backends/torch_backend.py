@@ -23,6 +23,7 @@ def resolve_device(requested: str) -> str:
 
 class TorchBackend:
     name = "torch"
+    runtime_modules = ("torch", "torchvision")  # imported before the load, so `bench` can time imports apart
 
     def __init__(self, request: ModelRequest, options: BackendOptions) -> None:
         self.device = resolve_device(options.device)

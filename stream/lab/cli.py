@@ -1,0 +1,231 @@
+"""Command lines of `run_stream.py bench` and `run_stream.py eval`, and their report files."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from stream.config import BACKENDS, PRECISIONS, TRT_CONVERTERS
+from stream.errors import UserError
+
+COMMANDS = ("bench", "eval")
+EXIT_SOME_FAILED, EXIT_INTERRUPTED = 1, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + error
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def _list(kind, choices=None):
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("empty list")
+        try:
+            values = [kind(t) for t in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a list of {kind.__name__}: {text!r}") from None
+        bad = [v for v in values if choices and v not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"{bad[0]!r} is not one of {', '.join(choices)}")
+        if kind is int and any(v < 1 for v in values):
+            raise argparse.ArgumentTypeError(f"must be ≥ 1: {text!r}")
+        return values
+    return parse
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+        return value
+    return parse
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", type=_list(str), default=["alexnet"],
+                   help="comma list; name:weights overrides --weights for one model (efficientnet_lite0:imagenet)")
+    p.add_argument("--weights", default="imagenet", help="imagenet, random, or a state_dict file (default imagenet)")
+    p.add_argument("--backends", type=_list(str, BACKENDS), default=["torch", "onnxruntime"],
+                   help="comma list of torch, onnxruntime, tensorrt (default torch,onnxruntime)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=_positive(int), help="intra-op threads of the CPU backends (default: 1 per core)")
+    p.add_argument("--cache-dir", help="keep exports/engines here (default: a fresh cache in --out, deleted "
+                                       "at the end, so first starts measure the build)")
+    p.add_argument("--trt-converter", choices=TRT_CONVERTERS, default="onnx")
+    p.add_argument("--timeout", type=_positive(float), default=1800.0, help="seconds per worker process")
+
+
+def build_parsers() -> dict[str, argparse.ArgumentParser]:
+    bench = _Parser(prog="run_stream.py bench", description="Load time, per-image latency, memory, numeric "
+                    "change against PyTorch fp32 and a real-time verdict for every model/backend/precision/batch, "
+                    "each measured in fresh processes.")
+    _common(bench)
+    bench.add_argument("--precision", type=_list(str, PRECISIONS), default=["auto"], help="comma list (default auto)")
+    bench.add_argument("--batch", type=_list(int), default=[1, 8], help="comma list of batch sizes (default 1,8)")
+    bench.add_argument("--warmup", type=_positive(int), default=5, help="untimed batches per start (default 5)")
+    bench.add_argument("--repeats", type=_positive(int), default=30, help="timed batches per warm start (default 30)")
+    bench.add_argument("--starts", type=_positive(int), default=3,
+                       help="processes per combination: a first (cold) start, then warm starts (default 3)")
+    bench.add_argument("--inputs", help="video, image or image folder of real frames (default: the sample clip)")
+    bench.add_argument("--frames", type=_positive(int), default=32, help="frames taken from --inputs (default 32)")
+    bench.add_argument("--target-fps", type=_positive(float), default=30.0, help="real-time target (default 30)")
+    bench.add_argument("--pipeline-frames", type=_positive(int), default=150,
+                       help="frames of a whole-pipeline run per combination for the verdict; 0: model only")
+    bench.add_argument("--pipeline-video", action="store_true", help="include writing the annotated video")
+    bench.add_argument("--out", help="report folder (default out/bench-<time>)")
+
+    ev = _Parser(prog="run_stream.py eval", description="Top-1/top-5 accuracy of every model/backend on a "
+                 "labelled image set, with per-class results and the images each got wrong.")
+    _common(ev)
+    src = ev.add_mutually_exclusive_group()
+    src.add_argument("--data", help="folder with one sub-folder of images per class (ImageNet name or WordNet id)")
+    src.add_argument("--labels", help="CSV of path,label (paths relative to the CSV)")
+    ev.add_argument("--precision", choices=PRECISIONS, default="auto")
+    ev.add_argument("--batch", type=_list(int), default=[8], help="batch size (default 8)")
+    ev.add_argument("--warmup", type=_positive(int), default=2)
+    ev.add_argument("--out", help="report folder (default out/eval-<time>)")
+    return {"bench": bench, "eval": ev}
+
+
+def _models(names: list[str], weights: str) -> list[tuple[str, str]]:
+    out = []
+    for name in names:
+        model, _, w = name.partition(":")
+        out.append((model, w or weights))
+    return out
+
+
+def _out_dir(path: str | None, kind: str) -> Path:
+    out = Path(path or f"out/{kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write there ({exc.strerror or type(exc).__name__})") from None
+    return out
+
+
+def _weights_exist(models: list[tuple[str, str]]) -> None:
+    for name, weights in models:
+        if weights not in ("imagenet", "random") and not Path(weights).is_file():
+            raise UserError(f"--weights for {name}: file {weights} not found; pass 'imagenet', 'random' or a "
+                            "state_dict file")
+
+
+def main(command: str, argv: list[str]) -> int:
+    args = build_parsers()[command].parse_args(argv)
+    models = _models(args.models, args.weights)
+    _weights_exist(models)
+    out = _out_dir(args.out, command)
+    from stream.lab.environment import fingerprint
+
+    report = {"kind": command, "status": "running", "created": datetime.datetime.now().isoformat(timespec="seconds"),
+              "command": "run_stream.py " + shlex.join([command, *argv]), "environment": fingerprint(args.threads)}
+    return (_bench if command == "bench" else _eval)(args, models, out, report)
+
+
+def _finish(report: dict, out: Path, markdown, charts, status: str) -> None:
+    report["status"] = status
+    try:
+        report["charts"] = charts(report, out)
+    except Exception as exc:  # noqa: BLE001 - a chart failure must not lose the tables
+        report["charts"] = []
+        report.setdefault("warnings", []).append(f"charts not drawn: {type(exc).__name__}: {exc}")
+    _write(report, out, markdown)
+
+
+def _write(report: dict, out: Path, markdown) -> None:
+    from stream.report import _clean
+
+    for name, text in (("report.json", json.dumps(_clean(report), indent=1) + "\n"), ("report.md", markdown(report))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out / name)
+
+
+def _bench(args, models, out: Path, report: dict) -> int:
+    from stream.lab.bench import BenchSettings, combos, run_bench
+    from stream.lab.charts import bench_charts
+    from stream.lab.inputs import default_inputs
+    from stream.lab.report_md import bench_markdown
+
+    if args.starts < 2:
+        raise UserError("--starts must be at least 2 (a first start, then at least one warm start)")
+    if args.repeats < 1:
+        raise UserError("--repeats must be at least 1")
+    if args.inputs and not Path(args.inputs).exists():
+        raise UserError(f"--inputs {args.inputs}: no such file or folder")
+    settings = BenchSettings(
+        combos=combos(models, args.backends, args.precision, args.batch), out=out,
+        inputs=args.inputs or default_inputs(), frames=args.frames, warmup=args.warmup, repeats=args.repeats,
+        starts=args.starts, target_fps=args.target_fps or 30.0, pipeline_frames=args.pipeline_frames,
+        pipeline_video=args.pipeline_video, device=args.device, threads=args.threads, cache_dir=args.cache_dir,
+        trt_converter=args.trt_converter, timeout=args.timeout)
+    report["settings"] = {k: v for k, v in vars(settings).items() if k not in ("combos", "out")}
+    print(f"bench: {len(settings.combos)} combination(s) × {args.starts} starts"
+          + (f" + a {args.pipeline_frames}-frame pipeline run" if args.pipeline_frames else "") + f" → {out}/",
+          flush=True)
+
+    def write(partial: dict) -> None:
+        report.update(partial)
+        _write(report, out, bench_markdown)
+
+    return _run(lambda: run_bench(settings, write), report, out, bench_markdown, bench_charts)
+
+
+def _eval(args, models, out: Path, report: dict) -> int:
+    from stream.lab.charts import eval_charts
+    from stream.lab.dataset import read_csv, scan_folder
+    from stream.lab.evaluate import EvalSettings, data_summary, run_eval
+    from stream.lab.report_md import eval_markdown
+
+    if not args.data and not args.labels:
+        raise UserError("eval needs --data DIR (class sub-folders) or --labels file.csv")
+    if len(args.batch) != 1:
+        raise UserError("eval takes one --batch size")
+    data = scan_folder(args.data) if args.data else read_csv(args.labels)
+    settings = EvalSettings(models=models, backends=args.backends, data=data, out=out, precision=args.precision,
+                            batch=args.batch[0], warmup=args.warmup, device=args.device, threads=args.threads,
+                            cache_dir=args.cache_dir, trt_converter=args.trt_converter, timeout=args.timeout)
+    report["data"] = data_summary(data)
+    report["rows"] = []
+    print(f"eval: {len(data.images)} images, {len(report['data']['labels'])} labels, "
+          f"{len(models) * len(args.backends)} model/backend run(s) → {out}/", flush=True)
+
+    def write(rows: list) -> None:
+        report["rows"] = rows
+        _write(report, out, eval_markdown)
+
+    return _run(lambda: {"rows": run_eval(settings, write)}, report, out, eval_markdown, eval_charts)
+
+
+def _run(work, report: dict, out: Path, markdown, charts) -> int:
+    try:
+        report.update(work())
+    except KeyboardInterrupt:
+        _finish(report, out, markdown, charts, "interrupted")
+        print(f"interrupted: {out / 'report.md'} holds what was measured so far", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        _finish(report, out, markdown, charts, f"failed ({type(exc).__name__})")
+        raise
+    _finish(report, out, markdown, charts, "completed")
+    failed = [r for r in report["rows"] if r["status"] != "ok"]
+    print(f"report: {out / 'report.md'} (and report.json, {', '.join(report['charts']) or 'no charts'})")
+    if failed:
+        print(f"{len(failed)} of {len(report['rows'])} combination(s) failed; their reasons are in the report",
+              file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return 0

@@ -1,0 +1,110 @@
+"""`run_stream.py eval`: top-1/top-5 accuracy of each model/backend on a labelled image set.
+
+Each (model, backend) runs in its own worker process, which decodes the images, runs them in
+batches and saves their logits; labels are matched to the model's classes here, so that unknown
+or ambiguous labels are reported per model rather than dropped.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stream.lab.accuracy import score
+from stream.lab.dataset import WNID, LabelledSet, imagenet_wnids, resolve
+from stream.lab.progress import JobProgress
+from stream.lab.runner import run_job
+from stream.lab.worker import Job
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    models: list[tuple[str, str]]  # (name, weights)
+    backends: list[str]
+    data: LabelledSet
+    out: Path
+    precision: str = "auto"
+    batch: int = 8
+    warmup: int = 2
+    device: str = "auto"
+    threads: int | None = None
+    cache_dir: str | None = None
+    trt_converter: str = "onnx"
+    timeout: float = 1800.0
+
+
+def run_eval(s: EvalSettings, write) -> dict:
+    work = s.out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    cache = s.cache_dir or str(s.out / ".cache")
+    paths = [i.path for i in s.data.images]
+    plan = [(m, w, b) for m, w in s.models for b in s.backends]
+    rows = [{"model": m, "weights": w, "backend": b, "precision": s.precision, "batch": s.batch,
+             "status": "pending", "reason": None} for m, w, b in plan]
+    progress = JobProgress(len(plan))
+    try:
+        for row in rows:
+            name = f"{row['model']}-{row['backend']}-{s.precision}"
+            job = Job(kind="eval", model=row["model"], weights=row["weights"], backend=row["backend"],
+                      precision=s.precision, batch=s.batch, device=s.device, threads=s.threads, cache_dir=cache,
+                      trt_converter=s.trt_converter, warmup=s.warmup, images=paths,
+                      logits_path=str(work / f"{name}.logits.npy"))
+            result = run_job(job, work, name, s.timeout)
+            row.update(score_result(s.data, result))
+            progress.advance(name, result)
+            write(rows)
+    finally:
+        progress.close()
+        if not s.cache_dir:
+            shutil.rmtree(cache, ignore_errors=True)
+    return rows
+
+
+def labels_of_read(data: LabelledSet, read: list[str]) -> list[str]:
+    """Labels of the images the worker could decode, in its order (it keeps the set's order)."""
+    labels, j = [], 0
+    for image in data.images:
+        if j < len(read) and image.path == read[j]:
+            labels.append(image.label)
+            j += 1
+    return labels
+
+
+def score_result(data: LabelledSet, result: dict) -> dict:
+    if result["status"] != "ok":
+        return {"status": "failed", "reason": result["reason"]}
+    categories = result["model"]["categories"]
+    read = result["images_read"]
+    labels = labels_of_read(data, read)
+    wnids = imagenet_wnids(len(categories)) if any(WNID.match(label) for label in labels) else None
+    res = resolve(set(labels), categories, wnids)
+    counts = Counter(labels)
+    known = [i for i, label in enumerate(labels) if label in res.index]
+    if not known:
+        return {"status": "failed", "reason": f"no label matched a class of the model (e.g. {labels[0]!r}); use "
+                                              "ImageNet category names as in torchvision or WordNet ids"}
+    logits = np.load(result["logits_path"])
+    accuracy = score(logits[known], [res.index[labels[i]] for i in known], [labels[i] for i in known],
+                     [read[i] for i in known], categories)
+    images = sum(result["batch_sizes"])
+    return {
+        "status": "ok", "weights_desc": result["model"]["weights"], "random_weights": result["model"]["random_weights"],
+        "precision": result["backend"]["precision"], "device": result["backend"]["device"],
+        "accuracy": accuracy,
+        "mean_ms_per_image": sum(result["batch_s"]) * 1000 / images,
+        "preprocess_ms_per_image": result["preprocess_ms_per_image"],
+        "load": result["load"], "import_s": result["import_s"], "peak_rss_mb": result["memory"]["peak_rss_mb"],
+        "cuda_peak_mb": result["memory"].get("cuda_peak_mb"),
+        "unknown_labels": {u: counts[u] for u in res.unknown},
+        "ambiguous_labels": {a: counts[a] for a in res.ambiguous},
+        "unreadable_images": result["skipped"], "worker": result["pid"],
+    }
+
+
+def data_summary(data: LabelledSet) -> dict:
+    return {"source": data.source, "images": len(data.images),
+            "labels": dict(Counter(i.label for i in data.images)), "ignored": data.ignored}

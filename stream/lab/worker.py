@@ -1,0 +1,188 @@
+"""One measured start of one (model, backend, precision, batch): run as its own process.
+
+    python -m stream.lab.worker JOB.json RESULT.json
+
+Everything the parent reports about a start comes from here: import time, load record (weights,
+export/build, cache), warm-up, timed batches on real frames, logits for fidelity or accuracy, and
+this process's own peak memory. The result file is always written, with a reason when it failed.
+"""
+
+import time
+
+WORKER_START = time.perf_counter()  # before the heavy imports, so ready_s includes them
+
+import importlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str  # "bench": timed batches over `inputs`; "eval": one timed pass over `images`
+    model: str
+    weights: str
+    backend: str
+    precision: str
+    batch: int
+    device: str = "auto"
+    threads: int | None = None
+    cache_dir: str | None = None
+    trt_converter: str = "onnx"
+    warmup: int = 5
+    repeats: int = 30  # timed batches (bench)
+    inputs: str | None = None  # bench: video, image or folder
+    frames: int = 32  # bench: real frames read from `inputs`
+    images: list[str] = field(default_factory=list)  # eval: the labelled images, in order
+    logits_path: str | None = None  # where the logits of every input frame/image are saved (.npy)
+
+    @staticmethod
+    def load(path: str | Path) -> "Job":
+        return Job(**json.loads(Path(path).read_text()))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self)))
+
+
+def _sync(x) -> None:
+    """Wait for GPU work on a tensor (GPU preprocessing is asynchronous), so its time is true."""
+    device = getattr(x, "device", None)
+    if device is not None and getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _batches(preprocess, frames: list, size: int) -> tuple[list, float]:
+    """Frames in batches of `size` (the last may be short), preprocessed; and ms per image it took."""
+    started, out = time.perf_counter(), []
+    for i in range(0, len(frames), size):
+        out.append(preprocess(frames[i:i + size]))
+    _sync(out[-1])
+    return out, (time.perf_counter() - started) * 1000 / len(frames)
+
+
+def measure(job: Job, result: dict) -> None:
+    import numpy as np
+
+    from models.spec import ModelRequest
+    from stream.backends import BackendOptions, backend_class
+    from stream.lab.inputs import load_frames, read_images
+    from stream.preprocess import make_preprocessor
+    from stream.stats import peak_rss_mb
+
+    started = time.perf_counter()
+    cls = backend_class(job.backend)
+    for module in cls.runtime_modules:
+        importlib.import_module(module)
+    result["import_s"] = time.perf_counter() - started
+
+    if job.kind == "eval":
+        frames, read, skipped = read_images(job.images)
+        result["images_read"], result["skipped"] = read, skipped
+        if not frames:
+            raise _fail("none of the images could be decoded")
+    else:
+        frames = load_frames(job.inputs, job.frames)
+        result["frames"] = len(frames)
+
+    options = BackendOptions(job.device, job.precision, job.batch, job.cache_dir, job.threads, job.trt_converter)
+    backend = cls(ModelRequest(job.model, job.weights), options)
+    try:
+        load = backend.load
+        result["load"] = {"weights_s": load.weights_s, "build_s": load.build_s, "cache": load.cache,
+                          "artifact": load.artifact}
+        info = backend.model
+        result["model"] = {"name": info.name, "weights": info.weights, "random_weights": info.random_weights,
+                           "categories": list(info.categories)}
+        result["backend"] = {"name": backend.name, "device": backend.device, "precision": backend.precision,
+                             "threads": getattr(backend, "threads", None)}
+        import psutil
+
+        result["rss_after_load_mb"] = psutil.Process().memory_info().rss / 2**20
+
+        preprocess = make_preprocessor(info.preprocess, backend.input_device)
+        # Full batches for timing: a short clip is cycled so that every timed batch has `batch` frames.
+        cycled = [frames[i % len(frames)] for i in range(max(len(frames), job.batch))]
+        full, result["preprocess_ms_per_image"] = _batches(preprocess, cycled[: len(cycled) // job.batch * job.batch],
+                                                           job.batch)
+        t = time.perf_counter()
+        for i in range(job.warmup):
+            backend.infer(full[i % len(full)])
+        result["warmup_s"] = time.perf_counter() - t
+        result["ready_s"] = time.perf_counter() - WORKER_START
+
+        timed = []
+        for i in range(job.repeats if job.kind == "bench" else 0):
+            t = time.perf_counter()
+            backend.infer(full[i % len(full)])  # returns host logits: device work is finished
+            timed.append(time.perf_counter() - t)
+        # Logits of every frame/image once, in order; for eval this pass is also the timed one.
+        inputs = _batches(preprocess, frames, job.batch)[0] if job.kind == "eval" or job.logits_path else []
+        logits, pass_s = [], []
+        for batch in inputs:
+            t = time.perf_counter()
+            logits.append(backend.infer(batch))
+            pass_s.append(time.perf_counter() - t)
+        result["batch_s"] = timed if job.kind == "bench" else pass_s
+        result["batch_sizes"] = [job.batch] * len(timed) if job.kind == "bench" else [len(b) for b in inputs]
+        if job.logits_path and logits:
+            np.save(job.logits_path, np.concatenate(logits).astype(np.float32))
+            result["logits_path"] = job.logits_path
+        result["memory"] = {"peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": backend.cuda_peak_mb(), **_cuda(backend)}
+        result["torch_threads"] = _torch_threads()
+    finally:
+        backend.close()
+
+
+def _cuda(backend) -> dict:
+    if not backend.device.startswith("cuda") or "torch" not in sys.modules:
+        return {}
+    import torch
+
+    return {"cuda_allocated_peak_mb": torch.cuda.max_memory_allocated(backend.device) / 2**20,
+            "cuda_reserved_peak_mb": torch.cuda.max_memory_reserved(backend.device) / 2**20}
+
+
+def _torch_threads() -> int | None:
+    return sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+
+
+def _fail(message: str) -> Exception:
+    from stream.errors import UserError
+
+    return UserError(message)
+
+
+def main(argv: list[str]) -> int:
+    job_path, result_path = argv
+    result: dict = {"pid": os.getpid(), "status": "ok", "reason": None}
+    code = 0
+    try:
+        job = Job.load(job_path)
+        measure(job, result)
+    except KeyboardInterrupt:
+        result.update(status="failed", reason="interrupted")
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - any failure becomes the row's reason, not a crash of the bench
+        from stream.errors import UserError
+
+        result["status"] = "failed"
+        if isinstance(exc, UserError):
+            result["reason"], code = str(exc), 2
+        else:
+            result["reason"], code = f"unexpected {type(exc).__name__}: {str(exc)[:300]}", 1
+            if os.environ.get("STREAM_DEBUG"):
+                import traceback
+
+                traceback.print_exc()
+    tmp = Path(f"{result_path}.tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, result_path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
