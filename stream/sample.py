@@ -70,3 +70,35 @@ def sample_clip(cache_dir: str | Path | None = None) -> Path:
         make_clip(tmp)
         os.replace(tmp, path)
     return path
+
+
+# A labelled image set for `eval` when no --data is given, labelled by hand with the closest ImageNet
+# class (ImageNet has no "rocket": its launch photo is labelled "missile").
+SAMPLE_SET = {"tabby": "chelsea", "espresso": "coffee", "missile": "rocket", "tripod": "camera"}
+SAMPLE_SET_VERSION = 1
+
+
+def make_labelled_set(root: str | Path, classes: dict[str, str] = SAMPLE_SET, per_class: int = 13,
+                      width: int = 400, height: int = 300) -> Path:
+    """One folder per label holding `per_class` views (zoomed, shifted, every other one mirrored)."""
+    root = Path(root)
+    for label, name in classes.items():
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, view in enumerate(pan_zoom(photo(name), width, height, per_class, zoom=1.5)):
+            if i % 2:
+                view = np.ascontiguousarray(view[:, ::-1])
+            if not cv2.imwrite(str(folder / f"{name}-{i:02d}.jpg"), view):
+                raise OSError(f"cannot write {folder}")
+    return root
+
+
+def sample_set(cache_dir: str | Path | None = None) -> Path:
+    """The cached sample labelled set (52 images of 4 classes), made on first use."""
+    base = Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stream-classifier"
+    path = base / f"sample-set-v{SAMPLE_SET_VERSION}"
+    if not path.is_dir():
+        tmp = base / f".sample-set-{os.getpid()}.tmp"
+        make_labelled_set(tmp)
+        os.replace(tmp, path)
+    return path

@@ -88,7 +88,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                  "labelled image set, with per-class results and the images each got wrong.")
     _common(ev)
     src = ev.add_mutually_exclusive_group()
-    src.add_argument("--data", help="folder with one sub-folder of images per class (ImageNet name or WordNet id)")
+    src.add_argument("--data", help="folder with one sub-folder of images per class (ImageNet name or WordNet id); "
+                                    "default: a sample set of 52 real photographs in 4 classes")
     src.add_argument("--labels", help="CSV of path,label (paths relative to the CSV)")
     ev.add_argument("--precision", choices=PRECISIONS, default="auto")
     ev.add_argument("--batch", type=_list(int), default=[8], help="batch size (default 8)")
@@ -192,7 +193,10 @@ def _eval(args, models, out: Path, report: dict) -> int:
     from stream.lab.report_md import eval_markdown
 
     if not args.data and not args.labels:
-        raise UserError("eval needs --data DIR (class sub-folders) or --labels file.csv")
+        from stream.sample import sample_set
+
+        args.data = str(sample_set())
+        print(f"no --data or --labels given: using the sample set {args.data} (real photographs, hand-labelled)")
     if len(args.batch) != 1:
         raise UserError("eval takes one --batch size")
     data = scan_folder(args.data) if args.data else read_csv(args.labels)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from stream.lab.environment import one_line
+
+
+def _relative(path: str, root: str) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
 
 
 def _n(value, fmt: str = ".1f") -> str:
@@ -135,16 +144,20 @@ def eval_markdown(report: dict, wrong_per_row: int = 15) -> str:
     d = report["data"]
     ok = [r for r in report["rows"] if r["status"] == "ok"]
     lines = _header(report, f"Evaluation: top-1/top-5 accuracy on `{d['source']}`")
-    lines += [f"{d['images']} labelled images in {len(d['labels'])} classes."]
+    lines += [f"{d['images']} labelled images in {len(d['labels'])} classes. Each model/backend ran in its own "
+              "process; latency is model time per image over one pass of the set after warm-up. Peak RSS includes "
+              "the ONNX export when the cache was cold (cache: miss)."]
     if d["ignored"]:
         lines += [f"Ignored: {len(d['ignored'])} file(s), e.g. {d['ignored'][0]}."]
     lines += [""]
     lines += ["## Accuracy", "", *_table(
-        ["model", "weights", "backend", "precision", "top-1", "top-5", "images scored", "mean ms/img", "peak RSS MB"],
+        ["model", "weights", "backend", "precision", "top-1", "top-5", "images scored", "mean ms/img", "peak RSS MB",
+         "cache"],
         [[r["model"], r["weights_desc"] + (" (RANDOM)" if r["random_weights"] else ""), r["backend"], r["precision"],
           f"{r['accuracy']['top1']}/{r['accuracy']['images']} ({r['accuracy']['top1_rate']:.1%})",
           f"{r['accuracy']['top5']}/{r['accuracy']['images']} ({r['accuracy']['top5_rate']:.1%})",
-          str(r["accuracy"]["images"]), _n(r["mean_ms_per_image"], ".2f"), _n(r["peak_rss_mb"], ".0f")]
+          str(r["accuracy"]["images"]), _n(r["mean_ms_per_image"], ".2f"), _n(r["peak_rss_mb"], ".0f"),
+          r["load"]["cache"]]
          for r in ok])]
     not_scored = {}
     for r in ok:
@@ -164,13 +177,14 @@ def eval_markdown(report: dict, wrong_per_row: int = 15) -> str:
             n = next(p["images"] for p in per if p)
             cells.append([c, str(n), *("–" if p is None else f"{p['top1']} / {p['top5']}" for p in per)])
         lines += ["## Per class (top-1 / top-5 correct)", "", *_table(["label", "images", *names], cells)]
+    root = d["source"] if Path(d["source"]).is_dir() else str(Path(d["source"]).parent)
     for r in ok:
         wrong = r["accuracy"]["wrong"]
-        if not wrong:
+        if not wrong or r["random_weights"]:  # every image of a random model is "wrong": no information
             continue
         lines += [f"### Wrong at top-1: {r['model']} on {r['backend']} ({len(wrong)})", "", *_table(
             ["image", "label", "in top-5", "top-5 (probability)"],
-            [[w["path"], w["label"], "yes" if w["in_top5"] else "no",
+            [[_relative(w["path"], root), w["label"], "yes" if w["in_top5"] else "no",
               ", ".join(f"{t['class']} ({t['prob']:.2f})" for t in w["top5"])] for w in wrong[:wrong_per_row]])]
         if len(wrong) > wrong_per_row:
             lines += [f"… and {len(wrong) - wrong_per_row} more in report.json.", ""]
