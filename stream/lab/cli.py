@@ -13,7 +13,8 @@ from stream.config import BACKENDS, PRECISIONS, TRT_CONVERTERS
 from stream.errors import UserError
 
 COMMANDS = ("bench", "eval")
-EXIT_SOME_FAILED, EXIT_INTERRUPTED = 1, 130
+EXIT_SOME_FAILED = 1
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 
 class _Parser(argparse.ArgumentParser):
@@ -192,13 +193,13 @@ def _eval(args, models, out: Path, report: dict) -> int:
     from stream.lab.evaluate import EvalSettings, data_summary, run_eval
     from stream.lab.report_md import eval_markdown
 
+    if len(args.batch) != 1:
+        raise UserError("eval takes one --batch size")
     if not args.data and not args.labels:
         from stream.sample import sample_set
 
         args.data = str(sample_set())
         print(f"no --data or --labels given: using the sample set {args.data} (real photographs, hand-labelled)")
-    if len(args.batch) != 1:
-        raise UserError("eval takes one --batch size")
     data = scan_folder(args.data) if args.data else read_csv(args.labels)
     settings = EvalSettings(models=models, backends=args.backends, data=data, out=out, precision=args.precision,
                             batch=args.batch[0], warmup=args.warmup, device=args.device, threads=args.threads,
@@ -218,10 +219,10 @@ def _eval(args, models, out: Path, report: dict) -> int:
 def _run(work, report: dict, out: Path, markdown, charts) -> int:
     try:
         report.update(work())
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (stream.cli raises Terminated)
         _finish(report, out, markdown, charts, "interrupted")
         print(f"interrupted: {out / 'report.md'} holds what was measured so far", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_SIGTERM if type(exc).__name__ == "Terminated" else EXIT_SIGINT
     except Exception as exc:
         _finish(report, out, markdown, charts, f"failed ({type(exc).__name__})")
         raise
