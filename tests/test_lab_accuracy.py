@@ -31,12 +31,13 @@ def test_score_counts_by_hand():
 
 
 def test_resolve_names_wnids_unknown_and_ambiguous():
-    categories = ["tench", "tiger cat", "crane", "Egyptian cat", "crane"]
-    wnids = ["n01440764", "n02123159", "n02012849", "n02124075", "n03126707"]
-    r = resolve({"Tiger_Cat", "egyptian  cat", "n01440764", "crane", "n03126707", "unicorn", "n99999999"},
-                categories, wnids)
-    assert r.index == {"Tiger_Cat": 1, "egyptian  cat": 3, "n01440764": 0, "n03126707": 4}
-    assert r.ambiguous == {"crane": [2, 4]}
+    categories = ["tench", "tiger cat", "Cardigan", "Egyptian cat", "cardigan"]
+    wnids = ["n01440764", "n02123159", "n02113186", "n02124075", "n02963159"]
+    r = resolve({"Tiger_Cat", "egyptian  cat", "n01440764", "Cardigan", "cardigan", "CARDIGAN", "n02963159",
+                 "unicorn", "n99999999"}, categories, wnids)
+    assert r.index == {"Tiger_Cat": 1, "egyptian  cat": 3, "n01440764": 0, "Cardigan": 2, "cardigan": 4,
+                       "n02963159": 4}
+    assert r.ambiguous == {"CARDIGAN": [2, 4]}
     assert sorted(r.unknown) == ["n99999999", "unicorn"]
     assert resolve({"n01440764"}, categories, None).unknown == ["n01440764"]  # no id list: not guessed
 

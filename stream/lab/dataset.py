@@ -79,11 +79,13 @@ def _key(label: str) -> str:
 class Resolution:
     index: dict[str, int]  # label as written → class index
     unknown: list[str]
-    ambiguous: dict[str, list[int]]  # a name that several classes share (ImageNet has two "crane"s)
+    ambiguous: dict[str, list[int]]  # matches several classes once case is ignored ("CARDIGAN")
 
 
 def resolve(labels: set[str], categories: list[str], wnids: list[str] | None) -> Resolution:
-    """Map each label to a class index by category name (case, '_' and spaces ignored) or WordNet id."""
+    """Map each label to a class index by WordNet id, exact category name, or the name with case,
+    '_' and runs of spaces ignored."""
+    exact = {name: i for i, name in enumerate(categories)}
     by_name: dict[str, list[int]] = {}
     for i, name in enumerate(categories):
         by_name.setdefault(_key(name), []).append(i)
@@ -93,7 +95,8 @@ def resolve(labels: set[str], categories: list[str], wnids: list[str] | None) ->
         if WNID.match(label.strip()) and label.strip() in by_wnid:
             index[label] = by_wnid[label.strip()]
             continue
-        hits = by_name.get(_key(label), [])
+        # Exact spelling first: torchvision tells "Cardigan" (the corgi) from "cardigan" (the sweater) by case.
+        hits = [exact[label]] if label in exact else by_name.get(_key(label), [])
         if len(hits) == 1:
             index[label] = hits[0]
         elif hits:
