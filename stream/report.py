@@ -19,14 +19,14 @@ class LoadTimes:
     startup_s: float  # process start → pipeline start (imports, source, model, warm-up)
 
 
-def _clean(value):
+def json_safe(value):
     """NaN/inf are not JSON: they become null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -63,7 +63,7 @@ def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: i
         "realtime": {"target_fps": verdict.target_fps, "verdict": verdict.verdict, "reason": verdict.reason},
         "warnings": outcome.warnings,
     }
-    return _clean(report)
+    return json_safe(report)
 
 
 def write_report(report: dict, path: str) -> None:

@@ -7,6 +7,7 @@ the tests build their clips with the same function.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -62,7 +63,7 @@ def make_clip(path: str | Path, images=SAMPLE_IMAGES, width: int = 1280, height:
 
 def sample_clip(cache_dir: str | Path | None = None) -> Path:
     """The cached sample clip, made on first use (about a second)."""
-    base = Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stream-classifier"
+    base = _cache_base(cache_dir)
     path = base / f"sample-v{SAMPLE_VERSION}-720p.mp4"
     if not path.is_file():
         base.mkdir(parents=True, exist_ok=True)
@@ -95,10 +96,17 @@ def make_labelled_set(root: str | Path, classes: dict[str, str] = SAMPLE_SET, pe
 
 def sample_set(cache_dir: str | Path | None = None) -> Path:
     """The cached sample labelled set (52 images of 4 classes), made on first use."""
-    base = Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stream-classifier"
+    base = _cache_base(cache_dir)
     path = base / f"sample-set-v{SAMPLE_SET_VERSION}"
     if not path.is_dir():
         tmp = base / f".sample-set-{os.getpid()}.tmp"
         make_labelled_set(tmp)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process published it first
+            shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _cache_base(cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stream-classifier"

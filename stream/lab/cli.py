@@ -149,9 +149,10 @@ def _finish(report: dict, out: Path, markdown, charts, status: str) -> None:
 
 
 def _write(report: dict, out: Path, markdown) -> None:
-    from stream.report import _clean
+    from stream.report import json_safe
 
-    for name, text in (("report.json", json.dumps(_clean(report), indent=1) + "\n"), ("report.md", markdown(report))):
+    texts = {"report.json": json.dumps(json_safe(report), indent=1) + "\n", "report.md": markdown(report)}
+    for name, text in texts.items():
         tmp = out / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(out / name)

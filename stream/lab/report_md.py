@@ -39,6 +39,7 @@ def _header(report: dict, title: str) -> list[str]:
              f"Command: `{report['command']}`", ""]
     if report.get("status") not in ("completed", "running"):
         lines += [f"**Run {report.get('status')}**: the rows below are what was measured before the stop.", ""]
+    lines += [f"Warning: {w}" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
     random = sorted({r["model"] for r in report["rows"] if r.get("random_weights")})
     if random:
         lines += [f"> **Random weights** for {', '.join(random)}: speed and memory are real, but labels are "

@@ -69,6 +69,7 @@ def measure(job: Job, result: dict) -> None:
 
     from models.spec import ModelRequest
     from stream.backends import BackendOptions, backend_class
+    from stream.errors import UserError
     from stream.lab.inputs import load_frames, read_images
     from stream.preprocess import make_preprocessor
     from stream.stats import peak_rss_mb
@@ -83,7 +84,7 @@ def measure(job: Job, result: dict) -> None:
         frames, read, skipped = read_images(job.images)
         result["images_read"], result["skipped"] = read, skipped
         if not frames:
-            raise _fail("none of the images could be decoded")
+            raise UserError("none of the images could be decoded")
     else:
         frames = load_frames(job.inputs, job.frames)
         result["frames"] = len(frames)
@@ -148,12 +149,6 @@ def _cuda(backend) -> dict:
 
 def _torch_threads() -> int | None:
     return sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
-
-
-def _fail(message: str) -> Exception:
-    from stream.errors import UserError
-
-    return UserError(message)
 
 
 def main(argv: list[str]) -> int:
