@@ -19,7 +19,7 @@ LAB_COMMANDS = ("bench", "eval")  # `run_stream.py bench|eval ...`: see stream/l
 FILE_BATCH = 8
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + error
         print(f"error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     d = Config()
-    p = _Parser(prog="run_stream.py", argument_default=argparse.SUPPRESS,
+    p = OneLineParser(prog="run_stream.py", argument_default=argparse.SUPPRESS,
                 description="Classify every frame of a camera, stream, video or images in real time.",
                 epilog="Also: `run_stream.py bench --help` (speed, load, memory, numeric change) and "
                        "`run_stream.py eval --help` (top-1/top-5 accuracy on a labelled image set).")

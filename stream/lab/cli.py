@@ -9,17 +9,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from stream.cli import OneLineParser
 from stream.config import BACKENDS, PRECISIONS, TRT_CONVERTERS
 from stream.errors import UserError
 
 COMMANDS = ("bench", "eval")
 EXIT_SOME_FAILED = 1
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not usage + error
-        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _list(kind, choices=None):
@@ -67,7 +63,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
-    bench = _Parser(prog="run_stream.py bench", description="Load time, per-image latency, memory, numeric "
+    bench = OneLineParser(prog="run_stream.py bench", description="Load time, per-image latency, memory, numeric "
                     "change against PyTorch fp32 and a real-time verdict for every model/backend/precision/batch, "
                     "each measured in fresh processes.")
     _common(bench)
@@ -85,7 +81,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     bench.add_argument("--pipeline-video", action="store_true", help="include writing the annotated video")
     bench.add_argument("--out", help="report folder (default out/bench-<time>)")
 
-    ev = _Parser(prog="run_stream.py eval", description="Top-1/top-5 accuracy of every model/backend on a "
+    ev = OneLineParser(prog="run_stream.py eval", description="Top-1/top-5 accuracy of every model/backend on a "
                  "labelled image set, with per-class results and the images each got wrong.")
     _common(ev)
     src = ev.add_mutually_exclusive_group()

@@ -65,12 +65,9 @@ def _batches(preprocess, frames: list, size: int) -> tuple[list, float]:
 
 
 def measure(job: Job, result: dict) -> None:
-    import numpy as np
-
     from models.spec import ModelRequest
     from stream.backends import BackendOptions, backend_class
-    from stream.errors import UserError
-    from stream.lab.inputs import load_frames, read_images
+    from stream.lab.inputs import load_frames
     from stream.preprocess import make_preprocessor
     from stream.stats import peak_rss_mb
 
@@ -79,15 +76,7 @@ def measure(job: Job, result: dict) -> None:
     for module in cls.runtime_modules:
         importlib.import_module(module)
     result["import_s"] = time.perf_counter() - started
-
-    if job.kind == "eval":
-        frames, read, skipped = read_images(job.images)
-        result["images_read"], result["skipped"] = read, skipped
-        if not frames:
-            raise UserError("none of the images could be decoded")
-    else:
-        frames = load_frames(job.inputs, job.frames)
-        result["frames"] = len(frames)
+    frames = load_frames(job.inputs, job.frames) if job.kind == "bench" else None  # bad input before the load
 
     options = BackendOptions(job.device, job.precision, job.batch, job.cache_dir, job.threads, job.trt_converter)
     backend = cls(ModelRequest(job.model, job.weights), options)
@@ -103,39 +92,77 @@ def measure(job: Job, result: dict) -> None:
         import psutil
 
         result["rss_after_load_mb"] = psutil.Process().memory_info().rss / 2**20
-
         preprocess = make_preprocessor(info.preprocess, backend.input_device)
-        # Full batches for timing: a short clip is cycled so that every timed batch has `batch` frames.
-        cycled = [frames[i % len(frames)] for i in range(max(len(frames), job.batch))]
-        full, result["preprocess_ms_per_image"] = _batches(preprocess, cycled[: len(cycled) // job.batch * job.batch],
-                                                           job.batch)
-        t = time.perf_counter()
-        for i in range(job.warmup):
-            backend.infer(full[i % len(full)])
-        result["warmup_s"] = time.perf_counter() - t
-        result["ready_s"] = time.perf_counter() - WORKER_START
-
-        timed = []
-        for i in range(job.repeats if job.kind == "bench" else 0):
-            t = time.perf_counter()
-            backend.infer(full[i % len(full)])  # returns host logits: device work is finished
-            timed.append(time.perf_counter() - t)
-        # Logits of every frame/image once, in order; for eval this pass is also the timed one.
-        inputs = _batches(preprocess, frames, job.batch)[0] if job.kind == "eval" or job.logits_path else []
-        logits, pass_s = [], []
-        for batch in inputs:
-            t = time.perf_counter()
-            logits.append(backend.infer(batch))
-            pass_s.append(time.perf_counter() - t)
-        result["batch_s"] = timed if job.kind == "bench" else pass_s
-        result["batch_sizes"] = [job.batch] * len(timed) if job.kind == "bench" else [len(b) for b in inputs]
-        if job.logits_path and logits:
-            np.save(job.logits_path, np.concatenate(logits).astype(np.float32))
-            result["logits_path"] = job.logits_path
+        if job.kind == "eval":
+            _eval_pass(job, backend, preprocess, result)
+        else:
+            _bench_batches(job, backend, preprocess, frames, result)
         result["memory"] = {"peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": backend.cuda_peak_mb(), **_cuda(backend)}
         result["torch_threads"] = _torch_threads()
     finally:
         backend.close()
+
+
+def _warm(job: Job, backend, batches: list, result: dict) -> None:
+    t = time.perf_counter()
+    for i in range(job.warmup):
+        backend.infer(batches[i % len(batches)])
+    result["warmup_s"] = time.perf_counter() - t
+    result["ready_s"] = time.perf_counter() - WORKER_START
+
+
+def _save_logits(job: Job, logits: list, result: dict) -> None:
+    import numpy as np
+
+    if job.logits_path and logits:
+        np.save(job.logits_path, np.concatenate(logits).astype(np.float32))
+        result["logits_path"] = job.logits_path
+
+
+def _bench_batches(job: Job, backend, preprocess, frames: list, result: dict) -> None:
+    """`repeats` timed full batches of the real frames, then the logits of each frame once, in order."""
+    # A short clip is cycled so that every timed batch has `batch` frames.
+    cycled = [frames[i % len(frames)] for i in range(max(len(frames), job.batch))]
+    full, result["preprocess_ms_per_image"] = _batches(preprocess, cycled[: len(cycled) // job.batch * job.batch],
+                                                       job.batch)
+    _warm(job, backend, full, result)
+    timed = []
+    for i in range(job.repeats):
+        t = time.perf_counter()
+        backend.infer(full[i % len(full)])  # returns host logits: device work is finished
+        timed.append(time.perf_counter() - t)
+    result["batch_s"], result["batch_sizes"] = timed, [job.batch] * len(timed)
+    if job.logits_path:  # every frame exactly once, so rows of any batch size compare frame by frame
+        _save_logits(job, [backend.infer(b) for b in _batches(preprocess, frames, job.batch)[0]], result)
+
+
+def _eval_pass(job: Job, backend, preprocess, result: dict) -> None:
+    """One timed pass over the labelled images, read batch by batch: a large set never sits in memory."""
+    from stream.errors import UserError
+    from stream.lab.inputs import read_images
+
+    read, skipped, logits, batch_s, sizes, preprocess_s = [], [], [], [], [], 0.0
+    for i in range(0, len(job.images), job.batch):
+        frames, ok, bad = read_images(job.images[i:i + job.batch])
+        skipped += bad
+        if not frames:
+            continue
+        t = time.perf_counter()
+        batch = preprocess(frames)
+        _sync(batch)
+        preprocess_s += time.perf_counter() - t
+        if "warmup_s" not in result:
+            _warm(job, backend, [batch], result)
+        t = time.perf_counter()
+        logits.append(backend.infer(batch))
+        batch_s.append(time.perf_counter() - t)
+        read += ok
+        sizes.append(len(frames))
+    if not read:
+        raise UserError("none of the images could be decoded")
+    result.update(images_read=read, skipped=skipped, batch_s=batch_s, batch_sizes=sizes,
+                  preprocess_ms_per_image=preprocess_s * 1000 / len(read))
+    _save_logits(job, logits, result)
 
 
 def _cuda(backend) -> dict:
