@@ -18,6 +18,15 @@ from stream.errors import StreamError, UserError
 from stream.frames import Frame
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images directly in `folder`, by name (the order a folder source plays them)."""
+    return sorted(p for p in folder.iterdir() if is_image(p))
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 # A URL that never answers must not hang the tool: OpenCV's FFmpeg backend honours these.
 URL_TIMEOUT_MS = 10_000
@@ -203,11 +212,11 @@ def open_source(uri: str) -> Source:
     if not path.exists():
         raise UserError(f"{uri}: no such file or folder; check the path given to --source")
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        images = image_files(path)
         if not images:
             raise UserError(f"{uri}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         return ImageSource(uri, images)
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
+    if is_image(path):
         return ImageSource(uri, [path])
     if not os.access(path, os.R_OK):
         raise UserError(f"{uri}: file is not readable; check its permissions")

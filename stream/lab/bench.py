@@ -8,7 +8,6 @@ after every job, so an interrupted bench still leaves what it measured.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from stream.lab.metrics import Latency, fidelity, mean_std, payback_frames, realtime
 from stream.lab.progress import JobProgress
-from stream.lab.runner import run_job, run_pipeline
+from stream.lab.runner import job_cache, run_job, run_pipeline
 from stream.lab.worker import Job
 
 
@@ -75,7 +74,6 @@ def run_bench(s: BenchSettings, write) -> dict:
     """Run every job, calling `write(report)` after each; the final report."""
     work = s.out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    cache = s.cache_dir or str(s.out / ".cache")
     results: dict[str, dict] = {c.id: {"first": None, "warm": [], "pipeline": None} for c in s.combos}
     references: dict[tuple[str, str], dict] = {}
     total = len(s.combos) * s.starts + (len(s.combos) if s.pipeline_frames else 0)
@@ -88,35 +86,34 @@ def run_bench(s: BenchSettings, write) -> dict:
         progress.advance(label, result)
         write(assemble(s, results, references))
 
-    try:
-        for c in s.combos:
-            r = results[c.id]["first"] = run_job(_job(s, c, cache, repeats=0), work, f"{c.id}-start1", s.timeout)
-            if not ok(c):  # its warm starts and pipeline run will not happen
-                progress.add(-(s.starts - 1) - (1 if s.pipeline_frames else 0))
-            done(f"{c.id} first start", r)
-        for start in range(2, s.starts + 1):
+    with job_cache(s.cache_dir, s.out) as cache:
+        try:
             for c in s.combos:
-                if not ok(c):
-                    continue
-                logits = str(work / f"{c.id}.logits.npy") if start == 2 else None
-                r = run_job(_job(s, c, cache, logits_path=logits), work, f"{c.id}-start{start}", s.timeout)
-                results[c.id]["warm"].append(r)
-                done(f"{c.id} start {start}", r)
-            if start == 2:
-                _reference_jobs(s, results, references, cache, work, progress, done)
-        if s.pipeline_frames:
-            for c in s.combos:
-                if not ok(c):
-                    continue
-                r = run_pipeline(_pipeline_args(s, c, cache, work), work, f"{c.id}-pipeline", s.timeout)
-                results[c.id]["pipeline"] = r
-                done(f"{c.id} pipeline", r)
-    finally:
-        progress.close()
-        if not s.cache_dir:
-            shutil.rmtree(cache, ignore_errors=True)
-        for video in work.glob("*.mp4"):
-            video.unlink()
+                r = results[c.id]["first"] = run_job(_job(s, c, cache, repeats=0), work, f"{c.id}-start1", s.timeout)
+                if not ok(c):  # its warm starts and pipeline run will not happen
+                    progress.add(-(s.starts - 1) - (1 if s.pipeline_frames else 0))
+                done(f"{c.id} first start", r)
+            for start in range(2, s.starts + 1):
+                for c in s.combos:
+                    if not ok(c):
+                        continue
+                    logits = str(work / f"{c.id}.logits.npy") if start == 2 else None
+                    r = run_job(_job(s, c, cache, logits_path=logits), work, f"{c.id}-start{start}", s.timeout)
+                    results[c.id]["warm"].append(r)
+                    done(f"{c.id} start {start}", r)
+                if start == 2:
+                    _reference_jobs(s, results, references, cache, work, progress, done)
+            if s.pipeline_frames:
+                for c in s.combos:
+                    if not ok(c):
+                        continue
+                    r = run_pipeline(_pipeline_args(s, c, cache, work), work, f"{c.id}-pipeline", s.timeout)
+                    results[c.id]["pipeline"] = r
+                    done(f"{c.id} pipeline", r)
+        finally:
+            progress.close()
+            for video in work.glob("*.mp4"):
+                video.unlink()
     return assemble(s, results, references)
 
 

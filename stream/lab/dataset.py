@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream.errors import UserError
-from stream.sources import IMAGE_EXTENSIONS
+from stream.sources import IMAGE_EXTENSIONS, is_image
 
 WNID = re.compile(r"^n\d{8}$")
 
@@ -39,8 +39,8 @@ def scan_folder(root: str | Path) -> LabelledSet:
     for entry in sorted(root.iterdir()):
         if entry.is_dir():
             images += [LabelledImage(str(p), entry.name) for p in sorted(entry.rglob("*"))
-                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-        elif entry.suffix.lower() in IMAGE_EXTENSIONS:
+                       if p.is_file() and is_image(p)]
+        elif is_image(entry):
             ignored.append(f"{entry} (not in a class folder)")
     if not images:
         raise UserError(f"--data {root}: no images in class sub-folders ({', '.join(sorted(IMAGE_EXTENSIONS))})")

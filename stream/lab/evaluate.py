@@ -7,7 +7,6 @@ or ambiguous labels are reported per model rather than dropped.
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 from stream.lab.accuracy import score
 from stream.lab.dataset import WNID, LabelledSet, imagenet_wnids, resolve
 from stream.lab.progress import JobProgress
-from stream.lab.runner import run_job
+from stream.lab.runner import job_cache, run_job
 from stream.lab.worker import Job
 
 
@@ -40,27 +39,25 @@ class EvalSettings:
 def run_eval(s: EvalSettings, write) -> dict:
     work = s.out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    cache = s.cache_dir or str(s.out / ".cache")
     paths = [i.path for i in s.data.images]
     plan = [(m, w, b) for m, w in s.models for b in s.backends]
     rows = [{"model": m, "weights": w, "backend": b, "precision": s.precision, "batch": s.batch,
              "status": "pending", "reason": None} for m, w, b in plan]
     progress = JobProgress(len(plan))
-    try:
-        for row in rows:
-            name = f"{row['model']}-{row['backend']}-{s.precision}"
-            job = Job(kind="eval", model=row["model"], weights=row["weights"], backend=row["backend"],
-                      precision=s.precision, batch=s.batch, device=s.device, threads=s.threads, cache_dir=cache,
-                      trt_converter=s.trt_converter, warmup=s.warmup, images=paths,
-                      logits_path=str(work / f"{name}.logits.npy"))
-            result = run_job(job, work, name, s.timeout)
-            row.update(score_result(s.data, result))
-            progress.advance(name, result)
-            write(rows)
-    finally:
-        progress.close()
-        if not s.cache_dir:
-            shutil.rmtree(cache, ignore_errors=True)
+    with job_cache(s.cache_dir, s.out) as cache:
+        try:
+            for row in rows:
+                name = f"{row['model']}-{row['backend']}-{s.precision}"
+                job = Job(kind="eval", model=row["model"], weights=row["weights"], backend=row["backend"],
+                          precision=s.precision, batch=s.batch, device=s.device, threads=s.threads, cache_dir=cache,
+                          trt_converter=s.trt_converter, warmup=s.warmup, images=paths,
+                          logits_path=str(work / f"{name}.logits.npy"))
+                result = run_job(job, work, name, s.timeout)
+                row.update(score_result(s.data, result))
+                progress.advance(name, result)
+                write(rows)
+        finally:
+            progress.close()
     return rows
 
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from stream.errors import UserError
-from stream.sources import IMAGE_EXTENSIONS
+from stream.sources import image_files, is_image
 
 
 def default_inputs() -> str:
@@ -41,9 +41,9 @@ def load_frames(inputs: str, count: int) -> list[np.ndarray]:
     """Up to `count` real frames from a video file, an image, or a folder of images."""
     path = Path(inputs)
     if path.is_dir():
-        files = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = [str(p) for p in image_files(path)]
         frames, _, _ = read_images([files[i] for i in _spaced(len(files), count)])
-    elif path.suffix.lower() in IMAGE_EXTENSIONS:
+    elif is_image(path):
         frames, _, _ = read_images([str(path)])
     elif path.is_file():
         frames = _video_frames(path, count)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -62,3 +64,17 @@ def run_pipeline(args: list[str], work: Path, name: str, timeout: float) -> dict
         return {**run, "run_status": run["status"], "status": "ok", "wall_s": wall}
     why = f"timed out after {timeout:g} s" if code is None else (_last_line(err) or f"exited with {code}")
     return {"status": "failed", "reason": why, "wall_s": wall}
+
+
+@contextlib.contextmanager
+def job_cache(cache_dir: str | None, out: Path):
+    """The export/engine cache the jobs share: `cache_dir` as given, or a fresh one inside `out`, deleted
+    afterwards, so that first starts measure the build rather than find it done."""
+    if cache_dir:
+        yield cache_dir
+        return
+    scratch = out / ".cache"
+    try:
+        yield str(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
