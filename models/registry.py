@@ -39,6 +39,32 @@ def available_models() -> list[str]:
     return sorted(list_models(module=torchvision.models)) + [LITE0]
 
 
+def reference_transform(name: str):
+    """The transform a model's weights were trained and scored with: torchvision's own `ImageClassification`
+    (applied through PIL it is the definition of a correct input; the preprocessors reproduce it)."""
+    if name == LITE0:
+        # EfficientNet-Lite's reference evaluation crops the centre 224/(224+32) of the shorter side and
+        # resizes it bicubically to 224: the geometry of resize 256 + crop 224, as torchvision declares for
+        # EfficientNet-B0. The PyTorch port normalises with ImageNet mean/std.
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms._presets import ImageClassification
+
+        return ImageClassification(crop_size=224, resize_size=256, interpolation=InterpolationMode.BICUBIC)
+    if name not in list_models(module=torchvision.models):
+        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(available_models())}")
+    return get_model_weights(name).DEFAULT.transforms()
+
+
+def spec_of(transform) -> PreprocessSpec:
+    return PreprocessSpec(
+        resize=int(transform.resize_size[0]),
+        crop=int(transform.crop_size[0]),
+        mean=tuple(transform.mean),
+        std=tuple(transform.std),
+        interpolation=transform.interpolation.value,
+    )
+
+
 def load_model(name: str, weights: str) -> LoadedModel:
     started = time.perf_counter()
     if name != LITE0 and name not in list_models(module=torchvision.models):
@@ -49,13 +75,7 @@ def load_model(name: str, weights: str) -> LoadedModel:
         warnings.simplefilter("ignore", FutureWarning)
         module, meta_enum, desc = _build_lite0(weights) if name == LITE0 else _build_torchvision(name, weights)
     module.eval()
-    transform = meta_enum.transforms()
-    spec = PreprocessSpec(
-        resize=int(transform.resize_size[0]),
-        crop=int(transform.crop_size[0]),
-        mean=tuple(transform.mean),
-        std=tuple(transform.std),
-    )
+    spec = spec_of(reference_transform(name))
     return LoadedModel(
         name=name,
         module=module,

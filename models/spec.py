@@ -25,10 +25,12 @@ class PreprocessSpec:
     crop: int  # then the centre crop×crop region is taken
     mean: tuple[float, float, float]  # RGB, on 0..1 pixels
     std: tuple[float, float, float]
+    interpolation: str = "bilinear"  # the resize filter the weights were trained with (torchvision's name)
 
     @staticmethod
     def from_dict(d: dict) -> PreprocessSpec:
-        return PreprocessSpec(int(d["resize"]), int(d["crop"]), tuple(d["mean"]), tuple(d["std"]))
+        return PreprocessSpec(int(d["resize"]), int(d["crop"]), tuple(d["mean"]), tuple(d["std"]),
+                              str(d["interpolation"]))
 
 
 @dataclass(frozen=True)

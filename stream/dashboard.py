@@ -33,6 +33,8 @@ def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
     header.add_row("source", f"{info.source.uri} ({info.source.kind}, {info.drop_policy})")
     header.add_row("model", f"{info.model}  weights: {info.weights}")
     header.add_row("backend", f"{info.backend} on {info.device}, {info.precision}, batch {info.batch}")
+    resize = "faithful to the weights" if info.resize == "faithful" else "FAST (no antialiasing: labels may differ)"
+    header.add_row("resize", f"{info.interpolation}, {resize}")
 
     stages = Table(title="throughput (fps) and latency (ms, last 10 s)", title_justify="left")
     for col in ("stage", "fps 1 s", "fps 10 s", "fps run", "p50 ms", "p95 ms"):

@@ -1,29 +1,23 @@
-"""Frames (BGR uint8, any size) → a normalised NCHW float32 batch, in OpenCV/numpy.
+"""Frames (BGR uint8, any size) → a normalised NCHW float32 batch, on the host.
 
-Same geometry as torchvision's `Resize(resize) + CenterCrop(crop)`: the crop box is mapped back
-onto the source frame and sampled once with one affine warp, so only crop×crop pixels are
-interpolated (no full-frame resize). Bilinear without antialiasing differs from torchvision's
-antialiased resize by interpolation noise only (tested).
+The default is faithful to the weights: torchvision's `Resize(antialias) + CenterCrop + Normalize`
+as PIL computes it, for the crop's pixels only (`stream.resample`). The two separable passes are
+sparse matrix products (scipy): each output pixel reads only its filter's taps, about 0.6 ms per
+720p frame here against ~4 ms for PIL on the same region. Results are rounded to whole pixel values
+as PIL's 8-bit output is, so the model sees PIL's input within a rare ±1 step.
+
+`--resize fast` keeps the old single bilinear warp of the crop (no antialiasing). It is cheaper, but
+on real photographs it changes the model's top-1 on about a third of frames: opt-in only.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+import scipy.sparse as sparse
 
 from models.spec import PreprocessSpec
-
-
-def crop_box(height: int, width: int, resize: int, crop: int) -> tuple[float, float, float, float]:
-    """Source-pixel (x0, y0, scale_x, scale_y) of torchvision's resize-then-centre-crop."""
-    if height <= width:
-        new_h, new_w = resize, int(resize * width / height)
-    else:
-        new_h, new_w = int(resize * height / width), resize
-    top = int(round((new_h - crop) / 2.0))
-    left = int(round((new_w - crop) / 2.0))
-    scale_x, scale_y = width / new_w, height / new_h
-    return left * scale_x, top * scale_y, scale_x, scale_y
+from stream.resample import crop_offsets, crop_plan, resized_size
 
 
 def normalisation(spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +27,70 @@ def normalisation(spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
     return 1.0 / (255.0 * std), -mean / std
 
 
+class _SparseResize:
+    """One frame size's crop, as two sparse products straight from interleaved BGR to planar RGB."""
+
+    def __init__(self, height: int, width: int, spec: PreprocessSpec) -> None:
+        plan = crop_plan(height, width, spec)
+        self.rows, self.cols, self.crop = slice(plan.rows.start, plan.rows.stop), slice(plan.cols.start,
+                                                                                        plan.cols.stop), spec.crop
+        self.vertical = sparse.csr_array(plan.rows.weights.astype(np.float32))  # crop × source rows
+        # Horizontal weights for every channel at once: source column j, channel c (interleaved BGR) →
+        # output column x of plane 2 - c (RGB). Folding the channel swap and the HWC → CHW reorder
+        # into the matrix costs nothing per frame.
+        w = plan.cols.weights.T.astype(np.float32)  # source columns × crop
+        span, crop = w.shape
+        blocks = [[None] * 3 for _ in range(3)]
+        for c in range(3):
+            blocks[c][2 - c] = sparse.csr_array(w)
+        interleaved = sparse.block_array(blocks, format="csr")  # rows c*span + j, cols plane*crop + x
+        order = np.arange(3 * span).reshape(3, span).T.ravel()  # row j*3 + c of the interleaved frame
+        self.horizontal = sparse.csr_array(interleaved[order])  # (span*3) × (3*crop)
+
+    def __call__(self, image: np.ndarray, out: np.ndarray) -> None:
+        region = image[self.rows, self.cols]
+        flat = region.reshape(region.shape[0], -1).astype(np.float32)  # rows × (cols·3), interleaved
+        planar = (self.vertical @ flat) @ self.horizontal  # crop × (3·crop)
+        np.floor(planar + 0.5, out=planar)  # PIL rounds to whole 8-bit values (and clips, for bicubic)
+        np.clip(planar, 0.0, 255.0, out=planar)
+        out[...] = planar.reshape(self.crop, 3, self.crop).transpose(1, 0, 2)
+
+
 class Preprocessor:
+    """The weights' own transform, faithfully (default)."""
+
+    def __init__(self, spec: PreprocessSpec) -> None:
+        self.spec = spec
+        self._scale, self._shift = normalisation(spec)
+        self._plans: dict[tuple[int, int], _SparseResize] = {}
+
+    def _plan(self, height: int, width: int) -> _SparseResize:
+        key = (height, width)
+        if key not in self._plans:
+            self._plans[key] = _SparseResize(height, width, self.spec)
+        return self._plans[key]
+
+    def __call__(self, images: list[np.ndarray]) -> np.ndarray:
+        size = self.spec.crop
+        batch = np.empty((len(images), 3, size, size), np.float32)
+        for i, image in enumerate(images):
+            self._plan(*image.shape[:2])(image, batch[i])
+            batch[i] *= self._scale
+            batch[i] += self._shift
+        return batch
+
+
+def crop_box(height: int, width: int, resize: int, crop: int) -> tuple[float, float, float, float]:
+    """Source-pixel (x0, y0, scale_x, scale_y) of torchvision's resize-then-centre-crop."""
+    new_h, new_w = resized_size(height, width, resize)
+    top, left = crop_offsets(new_h, new_w, crop)
+    scale_x, scale_y = width / new_w, height / new_h
+    return left * scale_x, top * scale_y, scale_x, scale_y
+
+
+class FastPreprocessor:
+    """`--resize fast`: the crop box sampled once with a bilinear warp, without antialiasing."""
+
     def __init__(self, spec: PreprocessSpec) -> None:
         self.spec = spec
         self._scale, self._shift = normalisation(spec)
@@ -50,13 +107,9 @@ class Preprocessor:
         return self._maps[key]
 
     def crop(self, image: np.ndarray) -> np.ndarray:
-        """The crop×crop BGR uint8 region the model sees."""
         size = self.spec.crop
-        matrix = self._affine(*image.shape[:2])
-        return cv2.warpAffine(
-            image, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
+        return cv2.warpAffine(image, self._affine(*image.shape[:2]), (size, size),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
         size = self.spec.crop
@@ -69,10 +122,10 @@ class Preprocessor:
         return batch
 
 
-def make_preprocessor(spec: PreprocessSpec, device: str):
-    """OpenCV on the host for host backends; on the GPU for backends that take GPU tensors."""
+def make_preprocessor(spec: PreprocessSpec, device: str, resize: str = "faithful"):
+    """On the host for host backends; on the GPU for backends that take GPU tensors."""
     if device == "cpu":
-        return Preprocessor(spec)
+        return Preprocessor(spec) if resize == "faithful" else FastPreprocessor(spec)
     from stream.preprocess_gpu import TorchPreprocessor
 
-    return TorchPreprocessor(spec, device)
+    return TorchPreprocessor(spec, device, resize)

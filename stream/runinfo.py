@@ -18,3 +18,5 @@ class RunInfo:
     precision: str
     batch: int
     drop_policy: str
+    resize: str = "faithful"  # preprocessing: "faithful" to the weights' transform, or "fast"
+    interpolation: str = "bilinear"  # the weights' resize filter

@@ -73,7 +73,7 @@ def test_a_sidecar_whose_fields_do_not_match_is_a_stale_miss_naming_the_differen
 
 @pytest.mark.parametrize("damage, reason", [
     (lambda look: look.sidecar.write_text("{not json"), "sidecar is corrupt"),
-    (lambda look: look.sidecar.write_text('{"format": 2}'), "sidecar is corrupt"),
+    (lambda look: look.sidecar.write_text('{"format": 3}'), "sidecar is corrupt"),
     (lambda look: look.sidecar.write_text('{"format": 1}'), "sidecar has format 1"),
     (lambda look: look.sidecar.unlink(), "sidecar is missing"),
     (lambda look: look.artifact.write_bytes(b"engine-bytez"), "corrupt (checksum mismatch)"),

@@ -22,7 +22,7 @@ from pathlib import Path
 from models.spec import file_sha256
 from stream.errors import UserError
 
-SIDECAR_FORMAT = 2
+SIDECAR_FORMAT = 3  # 3: model metadata records the resize interpolation
 
 
 def default_root() -> Path:
