@@ -55,6 +55,9 @@ class Source(Protocol):
 
     def discard_backlog(self) -> int: ...
 
+    @property
+    def last_pts_s(self) -> float | None: ...
+
 
 class VideoSource:
     """Anything cv2.VideoCapture opens: camera index, URL or video file."""
@@ -74,6 +77,8 @@ class VideoSource:
                 )
             raise UserError(f"{uri}: opened but delivered no frame; check that the device/stream is live")
         self._pending = first
+        self._max_pts_s = 0.0
+        self._note_pts()
         fps = capture.get(cv2.CAP_PROP_FPS)
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         h, w = first.shape[:2]
@@ -99,12 +104,24 @@ class VideoSource:
                         "check the connection (frames so far are kept)"
                     )
                 return None
+            self._note_pts()
         now = time.perf_counter()
         index = self._next_index
         self._next_index += 1
         fps = self.info.fps
         time_s = index / fps if fps and not self.info.live else now - self._started
         return Frame(index=index, image=image, captured_at=now, time_s=time_s)
+
+    def _note_pts(self) -> None:
+        # The decoder's own timestamp, kept for judging truncation. The latest is not always the largest
+        # (frames flushed from an H.264 AVI report 0), so keep the largest seen.
+        if self._kind == "file":
+            self._max_pts_s = max(self._max_pts_s, self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+
+    @property
+    def last_pts_s(self) -> float | None:
+        """Timestamp of the furthest frame decoded so far; None where the decoder gives none."""
+        return self._max_pts_s if self._max_pts_s > 0 else None
 
     def discard_backlog(self, max_frames: int = 300) -> int:
         """Drop the frames a live source buffered while the model loaded; returns how many.
@@ -185,6 +202,10 @@ class ImageSource:
 
     def discard_backlog(self) -> int:
         return 0
+
+    @property
+    def last_pts_s(self) -> float | None:
+        return None
 
     def close(self) -> None:
         pass

@@ -48,6 +48,57 @@ def long_avi(media) -> Path:
     return make_clip(media / "long.avi", images=("coffee",), width=320, height=240, frames_per_image=90)
 
 
+def write_h264(path: Path, image: str, frames: int, first_pts: int = 0, container_options=None) -> Path:
+    """An H.264 video of a real photograph (PyAV's bundled libx264), 640×480 at 30 fps.
+
+    `first_pts=-1` starts the stream one frame early: the mp4 muxer then writes an edit list that hides
+    that frame, so the container announces `frames` and a decoder delivers `frames - 1`, as with many
+    edited or trimmed recordings.
+    """
+    from fractions import Fraction
+
+    import av
+
+    views = pan_zoom(photo(image), 640, 480, frames)
+    with av.open(str(path), "w", options=container_options or {}) as out:
+        stream = out.add_stream("libx264", rate=30, options={"preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        stream.time_base = Fraction(1, 30)
+        for i, view in enumerate(views):
+            frame = av.VideoFrame.from_ndarray(view, format="bgr24")
+            frame.pts, frame.time_base = first_pts + i, Fraction(1, 30)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="session")
+def edit_listed_mp4(media) -> Path:
+    """456 frames announced, 455 decodable: an ordinary file, not a truncated one."""
+    return write_h264(media / "edit-listed.mp4", "coffee", 456, first_pts=-1)
+
+
+@pytest.fixture(scope="session")
+def cut_mp4(media) -> Path:
+    """An H.264 mp4 (index first, as streaming muxers write it) cut to its first third."""
+    whole = write_h264(media / "whole-faststart.mp4", "chelsea", 240, container_options={"movflags": "faststart"})
+    data = whole.read_bytes()
+    cut = media / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 3])
+    return cut
+
+
+@pytest.fixture(scope="session")
+def corrupt_avi(media) -> Path:
+    """An H.264 AVI of 444 frames with 64 KB of garbage in place of slices at 15 % of the file."""
+    data = bytearray(write_h264(media / "whole.avi", "rocket", 444).read_bytes())
+    at = int(len(data) * 0.15)
+    data[at:at + 65536] = np.random.default_rng(1).integers(0, 256, 65536, dtype=np.uint8).tobytes()
+    path = media / "corrupt.avi"
+    path.write_bytes(bytes(data))
+    return path
+
+
 def read_all_frames(path: str | Path) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(path))
     frames = []
