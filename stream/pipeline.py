@@ -20,6 +20,7 @@ from stream.frames import Classified, EndOfStream
 from stream.inference import InferenceThread
 from stream.preprocess import Preprocessor
 from stream.queues import FrameQueue, Stopped
+from stream.realtime import Target
 from stream.render import Readout, Renderer
 from stream.sinks import Sink
 from stream.sources import Source
@@ -49,6 +50,7 @@ class PipelineOptions:
     loop: bool = False
     target_fps: float = 30.0
     pace: bool = False
+    latency_budget_ms: float | None = None  # None: the realtime rule's default
 
 
 @dataclass
@@ -70,8 +72,10 @@ def run_pipeline(source: Source, backend: Backend, preprocessor: Preprocessor, c
     total = None if opts.loop or source.info.live else source.info.frame_count
     if total is not None and opts.max_frames is not None:
         total = min(total, opts.max_frames)
-    stats = StatsCollector(frames.qsize, opts.queue_size, lambda: frames.dropped, backend.cuda_peak_mb,
-                           total, opts.target_fps)
+    # Latency means something only where frames arrive in real time.
+    target = Target(opts.target_fps, judge_latency=source.info.live or opts.pace, batch=opts.batch,
+                    budget_ms=opts.latency_budget_ms)
+    stats = StatsCollector(frames.qsize, opts.queue_size, lambda: frames.dropped, backend.cuda_peak_mb, total, target)
     # Live sources must not wait for a full batch: take what is queued now.
     batch_wait = 0.0 if opts.drop_policy == "latest" else 0.05
     pace_fps = (source.info.fps or 30.0) if opts.pace and not source.info.live else None

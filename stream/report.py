@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from stream.backends import LoadRecord
 from stream.pipeline import RunOutcome
+from stream.realtime import Measured, judge
 from stream.runinfo import RunInfo
-from stream.stats import STAGES, judge, peak_rss_mb
+from stream.stats import STAGES, peak_rss_mb
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,10 @@ def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: i
     first = stats.first_rendered_at
     seen = snap.frames_read
     run_s = (stats.last_rendered_at or 0.0) - (stats.started_at or 0.0)
-    verdict = judge(stats.target_fps, snap.fps_total.pipeline, snap.model_fps,
-                    snap.frames_dropped / seen if seen else 0.0, latency["end_to_end"].p95,
-                    run_s, snap.frames_rendered)
+    verdict = judge(stats.target, Measured(
+        fps=snap.fps_total.pipeline, drop_ratio=snap.frames_dropped / seen if seen else 0.0,
+        model_p95_ms=latency["inference"].p95, e2e_p95_ms=latency["end_to_end"].p95, model_fps=snap.model_fps,
+        frames=snap.frames_rendered, seconds=run_s))
     report = {
         "status": outcome.status,
         "end_reason": outcome.end_reason,
@@ -49,7 +51,7 @@ def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: i
                    "live": info.source.live, "drop_policy": info.drop_policy},
         "model": {"name": info.model, "weights": info.weights, "random_weights": info.random_weights,
                   "backend": info.backend, "device": info.device, "precision": info.precision,
-                  "batch": info.batch},
+                  "batch": info.batch, "resize": info.resize, "interpolation": info.interpolation},
         "load": {"weights_s": load.backend.weights_s, "build_s": load.backend.build_s, "warmup_s": load.warmup_s,
                  "startup_s": load.startup_s, "first_frame_s": None if first is None else first - process_start,
                  "cache": load.backend.cache, "artifact": load.backend.artifact},
@@ -60,7 +62,7 @@ def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: i
                 "pipeline": snap.fps_total.pipeline, "model_only": snap.model_fps},
         "latency_ms": {stage: latency[stage].as_dict() for stage in STAGES},
         "memory": {"peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": cuda_peak_mb},
-        "realtime": {"target_fps": verdict.target_fps, "verdict": verdict.verdict, "reason": verdict.reason},
+        "realtime": verdict.as_dict(),
         "warnings": outcome.warnings,
     }
     return json_safe(report)

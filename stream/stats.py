@@ -18,6 +18,7 @@ import numpy as np
 import psutil
 
 from stream.frames import Classified, Prediction, TopK
+from stream.realtime import Measured, Target, Verdict, judge
 
 STAGES = ("preprocess", "inference", "postprocess", "render", "end_to_end")
 RECENT_S = 10.0
@@ -49,13 +50,6 @@ class Rates:
     capture: float
     inference: float
     pipeline: float
-
-
-@dataclass(frozen=True)
-class Verdict:
-    target_fps: float
-    verdict: str  # "real-time" | "not real-time" | "undecided"
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -100,26 +94,9 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-def judge(target_fps: float, pipeline_fps: float, model_fps: float, drop_ratio: float,
-          e2e_p95_ms: float, seconds: float, frames: int) -> Verdict:
-    """Whether the pipeline keeps up with `target_fps`, and why (or why not)."""
-    if frames < 10 or seconds < 1.0:
-        return Verdict(target_fps, "undecided", f"too little data ({frames} frames in {seconds:.1f} s)")
-    facts = f"pipeline {pipeline_fps:.1f} fps vs target {target_fps:.1f} fps, p95 end-to-end {e2e_p95_ms:.0f} ms"
-    if pipeline_fps >= 0.95 * target_fps and drop_ratio <= 0.05:
-        return Verdict(target_fps, "real-time", facts)
-    if model_fps < target_fps:
-        cause = f"the model alone manages {model_fps:.1f} fps"
-    elif drop_ratio > 0.05:
-        cause = f"{drop_ratio:.0%} of frames dropped"
-    else:
-        cause = f"the model manages {model_fps:.1f} fps, so decode/preprocess/render/encode are the bottleneck"
-    return Verdict(target_fps, "not real-time", f"{facts}; {cause}")
-
-
 class StatsCollector:
     def __init__(self, queue_fill=lambda: 0, queue_size: int = 0, dropped=lambda: 0,
-                 cuda_mb=lambda: None, total_frames: int | None = None, target_fps: float = 30.0) -> None:
+                 cuda_mb=lambda: None, total_frames: int | None = None, target: Target | None = None) -> None:
         self._lock = threading.Lock()
         self._queue_fill = queue_fill
         self._queue_size = queue_size
@@ -127,7 +104,7 @@ class StatsCollector:
         self._cuda_mb = cuda_mb
         self._process = psutil.Process()
         self.total_frames = total_frames
-        self.target_fps = target_fps
+        self.target = target or Target(30.0, judge_latency=False)
         self.started_at: float | None = None
         self.first_rendered_at: float | None = None
         self.last_rendered_at: float | None = None
@@ -208,8 +185,9 @@ class StatsCollector:
         if self.total_frames and fps_10s.pipeline > 0:
             eta = max(self.total_frames - counts["pipeline"], 0) / fps_10s.pipeline
         seen = counts["capture"]
-        verdict = judge(self.target_fps, fps_10s.pipeline, model_fps, dropped / seen if seen else 0.0,
-                        recent["end_to_end"].p95, elapsed, counts["pipeline"])
+        verdict = judge(self.target, Measured(
+            fps=fps_10s.pipeline, drop_ratio=dropped / seen if seen else 0.0, model_p95_ms=recent["inference"].p95,
+            e2e_p95_ms=recent["end_to_end"].p95, model_fps=model_fps, frames=counts["pipeline"], seconds=elapsed))
         return StatsSnapshot(
             elapsed_s=elapsed,
             frames_read=counts["capture"],

@@ -2,9 +2,10 @@ from rich.console import Console
 
 from stream.dashboard import build_dashboard, status_line
 from stream.frames import TopK
+from stream.realtime import Verdict
 from stream.runinfo import RunInfo
 from stream.sources import SourceInfo
-from stream.stats import STAGES, Percentiles, Rates, StatsSnapshot, Verdict
+from stream.stats import STAGES, Percentiles, Rates, StatsSnapshot
 
 
 def snapshot(**overrides) -> StatsSnapshot:
@@ -16,7 +17,7 @@ def snapshot(**overrides) -> StatsSnapshot:
         queue_fill=3, queue_size=8, rss_mb=1234.0, peak_rss_mb=1400.0, cuda_mb=None,
         top=[TopK(285, "Egyptian cat", 0.42), TopK(281, "tabby", 0.31)],
         total_frames=600, eta_s=95.0,
-        verdict=Verdict(30.0, "not real-time", "pipeline 27.0 fps vs target 30.0 fps"),
+        verdict=Verdict(30.0, "not real-time", "27.0 fps < 28.5 (0.95 × 30)", False, 97.0, 330.0),
     )
     values.update(overrides)
     return StatsSnapshot(**values)
@@ -41,7 +42,7 @@ def test_dashboard_shows_every_field():
                      "12.5", "33.2", "end to end",  # latency p50/p95
                      "3/8", "dropped 7", "RSS 1234 MB", "peak 1400 MB", "CUDA peak 512 MB",
                      "Egyptian cat", "42.0%", "tabby", "288/600", "ETA 1:35",
-                     "NOT REAL-TIME", "pipeline 27.0 fps vs target"]:
+                     "NOT REAL-TIME", "27.0 fps < 28.5"]:
         assert expected in text, expected
     assert "RANDOM WEIGHTS" not in text
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from stream.lab.metrics import Latency, fidelity, mean_std, payback_frames, realtime
+from stream.lab.metrics import Latency, fidelity, mean_std, payback_frames
 
 
 def test_latency_is_per_image_with_linear_percentiles():
@@ -66,19 +66,6 @@ def test_fidelity_sees_scale_but_cosine_does_not():
     assert fidelity(ref, -ref, False)["min_cosine"] == pytest.approx(-1.0)
     with pytest.raises(ValueError):
         fidelity(ref, np.ones((2, 3)), False)
-
-
-def test_realtime_verdicts():
-    ok = realtime(30, 1, sustained_fps=40, batch_p95_ms=25, measured="pipeline")
-    assert ok["verdict"] == "real-time" and ok["live_latency_p95_ms"] == 25
-    slow = realtime(30, 1, sustained_fps=20, batch_p95_ms=25, measured="model")
-    assert slow["verdict"] == "not real-time" and "20.0 fps < 30" in slow["reason"]
-    spiky = realtime(30, 1, sustained_fps=40, batch_p95_ms=50, measured="model")
-    assert spiky["verdict"] == "not real-time" and "50 ms > 33 ms" in spiky["reason"]
-    # Batch 4 has four frame periods (133 ms) per batch; a frame waits three periods for its batch.
-    batched = realtime(30, 4, sustained_fps=45, batch_p95_ms=120, measured="pipeline")
-    assert batched["verdict"] == "real-time"
-    assert batched["live_latency_p95_ms"] == pytest.approx(3 * 1000 / 30 + 120)
 
 
 def test_payback_frames():

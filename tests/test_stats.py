@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from stream.frames import Classified, Frame, Prediction, StageTimes, TopK
-from stream.stats import Percentiles, StatsCollector, judge, window_rate
+from stream.stats import Percentiles, StatsCollector, window_rate
 
 
 def test_percentiles_match_numpy_and_handle_empty():
@@ -63,22 +63,3 @@ def test_model_fps_divides_batch_time_by_batch_size():
     for i in range(4):
         stats.inferred(_item(i, 0.0, inference_ms=40.0, batch=4).prediction)
     assert stats.model_fps() == pytest.approx(100.0)  # 4 frames per 40 ms
-
-
-@pytest.mark.parametrize(
-    "pipeline,model,drop,expected,cause",
-    [
-        (31.0, 60.0, 0.0, "real-time", ""),
-        (20.0, 22.0, 0.0, "not real-time", "model alone manages 22.0"),
-        (29.0, 60.0, 0.3, "not real-time", "30% of frames dropped"),
-        (20.0, 60.0, 0.0, "not real-time", "bottleneck"),
-    ],
-)
-def test_verdict_names_the_reason(pipeline, model, drop, expected, cause):
-    v = judge(30.0, pipeline, model, drop, e2e_p95_ms=80.0, seconds=10.0, frames=300)
-    assert v.verdict == expected
-    assert cause in v.reason
-
-
-def test_verdict_is_undecided_on_too_little_data():
-    assert judge(30.0, 40.0, 50.0, 0.0, 10.0, seconds=0.2, frames=3).verdict == "undecided"

@@ -1,4 +1,4 @@
-"""Pure measurement arithmetic: latency statistics, output fidelity, real-time verdict, payback."""
+"""Pure measurement arithmetic: latency statistics, output fidelity, payback (the real-time rule is stream.realtime)."""
 
 from __future__ import annotations
 
@@ -25,17 +25,19 @@ class Latency:
     throughput: float  # images per second over all timed batches
 
     @staticmethod
-    def of(batch_seconds: list[float], batch: int) -> Latency:
-        if not batch_seconds or batch < 1:
+    def of(batch_seconds: list[float], batch: int | list[int]) -> Latency:
+        """`batch`: the size of every batch, or each batch's own size (eval's last batch may be short)."""
+        sizes = np.asarray(batch if isinstance(batch, list) else [batch] * len(batch_seconds), np.float64)
+        if not batch_seconds or sizes.size != len(batch_seconds) or (sizes < 1).any():
             raise ValueError("no timed batches")
         s = np.asarray(batch_seconds, np.float64)
-        per_image = s * 1000 / batch
+        per_image = s * 1000 / sizes
         p50, p95, p99 = np.percentile(per_image, [50, 95, 99])
         return Latency(
-            batches=int(s.size), batch=batch, mean_ms=float(per_image.mean()),
+            batches=int(s.size), batch=int(sizes.max()), mean_ms=float(per_image.mean()),
             std_ms=float(per_image.std(ddof=1)) if s.size > 1 else 0.0,
             p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99),
-            batch_p95_ms=float(np.percentile(s * 1000, 95)), throughput=float(s.size * batch / s.sum()),
+            batch_p95_ms=float(np.percentile(s * 1000, 95)), throughput=float(sizes.sum() / s.sum()),
         )
 
     def as_dict(self) -> dict:
@@ -79,31 +81,6 @@ def fidelity(reference: np.ndarray, output: np.ndarray, random_weights: bool) ->
         # Random weights give near-uniform probabilities: a tiny change can swap labels, so the
         # agreement figures say little there and the logit differences are what to read.
         "weak_agreement": bool(random_weights),
-    }
-
-
-def realtime(target_fps: float, batch: int, sustained_fps: float, batch_p95_ms: float, measured: str) -> dict:
-    """Whether a row keeps up with a live source at `target_fps`, and why (or why not).
-
-    A batch of `batch` frames has `batch` frame periods to finish before the next one is full, and a
-    frame waits for its batch to fill: (batch - 1) periods plus the batch's own time.
-    """
-    period_ms = 1000.0 / target_fps
-    budget_ms = batch * period_ms
-    reasons = []
-    if sustained_fps < target_fps:
-        reasons.append(f"{sustained_fps:.1f} fps < {target_fps:g}")
-    if batch_p95_ms > budget_ms:
-        reasons.append(f"p95 batch {batch_p95_ms:.0f} ms > {budget_ms:.0f} ms budget")
-    return {
-        "target_fps": target_fps,
-        "measured": measured,  # "pipeline" (whole stream, decode to render) or "model" (inference only)
-        "sustained_fps": sustained_fps,
-        "frame_period_ms": period_ms,
-        "batch_p95_ms": batch_p95_ms,
-        "live_latency_p95_ms": (batch - 1) * period_ms + batch_p95_ms,
-        "verdict": "real-time" if not reasons else "not real-time",
-        "reason": "; ".join(reasons) or f"{sustained_fps:.1f} fps ≥ {target_fps:g}, p95 within the frame budget",
     }
 
 
