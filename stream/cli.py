@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 
-from stream.config import BACKENDS, DROP_POLICIES, PRECISIONS, TRT_CONVERTERS, Config, load_toml, merge
+from stream.config import BACKENDS, DROP_POLICIES, PRECISIONS, RESIZE_MODES, TRT_CONVERTERS, Config, load_toml, merge
 from stream.errors import UserError
 
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the TensorRT engine is built: TensorRT's ONNX parser (default) or torch2trt")
     p.add_argument("--cache-dir", help="where exported ONNX models and TensorRT engines are kept "
                                        "(default ~/.cache/stream-classifier, or $STREAM_CLASSIFIER_CACHE)")
+    p.add_argument("--resize", choices=RESIZE_MODES,
+                   help="faithful (default): the model weights' own antialiased resize, as torchvision computes it; "
+                        "fast: one bilinear warp without antialiasing, cheaper but it changes labels")
     p.add_argument("--threads", type=int, help="intra-op threads for the CPU backends (default: one per core)")
     p.add_argument("--batch", type=int, help=f"micro-batch size for the model (default: {FILE_BATCH} for files "
                                              "read losslessly, 1 for live sources and --pace)")
@@ -65,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard", action=argparse.BooleanOptionalAction,
                    help="live terminal dashboard (default: when stdout is a terminal)")
     p.add_argument("--target-fps", type=float, help="real-time target (default: the source's fps, else 30)")
+    p.add_argument("--latency-budget-ms", type=float,
+                   help="p95 end-to-end latency a live run (or --pace) may reach and still be real-time "
+                        "(default: 2 frame periods + the model's p95)")
     p.add_argument("--warmup", type=int, help=f"untimed warm-up iterations before the run (default {d.warmup})")
     p.add_argument("--status-every", type=float, help="seconds between plain status lines without a dashboard")
     return p
@@ -168,13 +174,14 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
         if batch > 1:  # the last, partial batch of a file must not pay for a new shape
             warmup_s += backend.warmup(1, min(cfg.warmup, 2))
         info = RunInfo(info_src, model.name, model.weights, model.random_weights, backend.name,
-                       backend.device, backend.precision, batch, policy)
+                       backend.device, backend.precision, batch, policy, cfg.resize, model.preprocess.interpolation)
         sinks = _open_sinks(cfg, info_src)
         live_ui = cfg.dashboard == "on" or (cfg.dashboard == "auto" and sys.stdout.isatty())
         ui = LiveDashboard(info) if live_ui else StatusPrinter(cfg.status_every)
         load = LoadTimes(backend.load, warmup_s, time.perf_counter() - process_start)
-        opts = PipelineOptions(cfg.queue_size, policy, batch, cfg.max_frames, cfg.loop, target_fps, cfg.pace)
-        preprocessor = make_preprocessor(model.preprocess, backend.input_device)
+        opts = PipelineOptions(cfg.queue_size, policy, batch, cfg.max_frames, cfg.loop, target_fps, cfg.pace,
+                               cfg.latency_budget_ms)
+        preprocessor = make_preprocessor(model.preprocess, backend.input_device, cfg.resize)
         outcome = run_pipeline(source, backend, preprocessor, list(model.categories),
                                Renderer(model.random_weights), sinks, ui, opts)
         written = next((s.written for s in sinks if isinstance(s, VideoFileSink)), None)
@@ -183,10 +190,10 @@ def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> 
         backend.close()
     if getattr(source, "skipped", None):
         report["warnings"].append(f"{len(source.skipped)} unreadable image(s) skipped: {source.skipped[:3]}")
-    truncated = _truncated_message(cfg, info_src, outcome)
-    if truncated:
-        report["status"] = "incomplete input"
-        report["warnings"].append(truncated)
+    if cfg.resize == "fast":
+        report["warnings"].append("--resize fast: frames were resized without antialiasing, so labels can differ "
+                                  "from what the model gives on its weights' own transform")
+    truncated = _check_truncated(cfg, source, outcome, report)
     if cfg.report:
         write_report(report, cfg.report)
     print(summary(report))
@@ -211,14 +218,21 @@ def _open_sinks(cfg: Config, info_src) -> list:
     return sinks
 
 
-def _truncated_message(cfg: Config, info_src, outcome) -> str | None:
-    """A file that ended before its own frame count: the decodable part was processed."""
-    expected = info_src.frame_count
-    if (outcome.status != "completed" or cfg.loop or cfg.max_frames is not None or not expected
-            or info_src.kind != "file" or outcome.frames_read >= expected):
+def _check_truncated(cfg: Config, source, outcome, report: dict) -> str | None:
+    """A file whose decoding stopped well before its container's end: the decodable part was processed.
+    Returns the fault's message; a mere note (a nominal frame count) becomes a warning."""
+    from stream.truncation import check_decoded
+
+    info = source.info
+    if outcome.status != "completed" or cfg.loop or cfg.max_frames is not None or info.kind != "file":
         return None
-    return (f"{info_src.uri}: only {outcome.frames_read} of {expected} frames could be decoded (truncated or "
-            "corrupt file); those were processed and written, re-encode or re-copy the file")
+    check = check_decoded(info.uri, info.frame_count, info.fps, outcome.frames_read, source.last_pts_s)
+    if check.message:
+        report["warnings"].append(check.message)
+    if check.truncated:
+        report["status"] = "incomplete input"
+        return check.message
+    return None
 
 
 def _exit_status(outcome, report: dict, truncated: str | None) -> int:

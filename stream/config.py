@@ -14,6 +14,7 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16")
 TRT_CONVERTERS = ("onnx", "torch2trt")
 TRISTATE = ("auto", "on", "off")
+RESIZE_MODES = ("faithful", "fast")  # stream.preprocess: the weights' own transform, or a cheaper inexact one
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,13 @@ class Config:
     display: str = "auto"
     dashboard: str = "auto"
     target_fps: float | None = None  # None: the source's own fps, else 30
+    latency_budget_ms: float | None = None  # None: 2 frame periods + the model's p95 (stream.realtime)
     warmup: int = 5
     status_every: float = 5.0
     cache_dir: str | None = None  # exported ONNX models and TensorRT engines; None: the user cache dir
     threads: int | None = None  # intra-op threads for the CPU backends; None: one per available core
     trt_converter: str = "onnx"
+    resize: str = "faithful"
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(Config)}
@@ -103,12 +106,14 @@ def validate(cfg: Config) -> None:
         raise bad("warmup", cfg.warmup, "use 0 or more warm-up iterations")
     if cfg.target_fps is not None and not 0 < cfg.target_fps <= 1000:
         raise bad("target_fps", cfg.target_fps, "use a frame rate above 0")
+    if cfg.latency_budget_ms is not None and not 0 < cfg.latency_budget_ms <= 600_000:
+        raise bad("latency_budget_ms", cfg.latency_budget_ms, "use a positive number of milliseconds")
     if cfg.threads is not None and not 1 <= cfg.threads <= 256:
         raise bad("threads", cfg.threads, "use 1 to 256 threads")
     if cfg.status_every <= 0:
         raise bad("status_every", cfg.status_every, "use a positive number of seconds")
     for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKENDS), ("precision", PRECISIONS),
-                         ("trt_converter", TRT_CONVERTERS),
+                         ("trt_converter", TRT_CONVERTERS), ("resize", RESIZE_MODES),
                          ("display", TRISTATE), ("dashboard", TRISTATE)):
         if getattr(cfg, key) not in choices:
             raise bad(key, getattr(cfg, key), f"choose one of {', '.join(choices)}")

@@ -23,7 +23,7 @@ REPORT_KEYS = {
     "fps": {"capture", "inference", "pipeline"},
     "latency_ms": {"preprocess", "inference", "postprocess", "render", "end_to_end"},
     "memory": {"peak_rss_mb", "cuda_peak_mb"},
-    "realtime": {"target_fps", "verdict", "reason"},
+    "realtime": {"target_fps", "verdict", "reason", "latency_judged", "budget_ms", "live_estimate_ms"},
 }
 
 pytestmark = pytest.mark.slow
@@ -134,6 +134,31 @@ def test_truncated_video_processes_what_decodes_and_says_so(long_avi, tmp_path):
     written = json.loads(report.read_text())["frames"]["written"]
     assert 0 < written < 90
     assert len(read_all_frames(out)) == written
+
+
+def test_an_edit_listed_mp4_one_frame_short_of_its_count_is_not_truncated(edit_listed_mp4, tmp_path):
+    out, report = tmp_path / "out.mp4", tmp_path / "r.json"
+    result = run_cli("--source", str(edit_listed_mp4), "--weights", "random", "--output", str(out),
+                     "--report", str(report))
+    assert result.returncode == 0, result.stderr
+    r = json.loads(report.read_text())
+    assert r["source"]["frames"] == 456  # what the container announces
+    assert r["status"] == "completed" and r["frames"]["written"] == r["frames"]["read"] == 455
+    assert not any("decoded" in w for w in r["warnings"])
+    assert len(read_all_frames(out)) == 455
+
+
+@pytest.mark.parametrize("fixture", ["cut_mp4", "corrupt_avi"])
+def test_cut_and_corrupt_h264_files_are_reported_as_truncated(fixture, request, tmp_path):
+    broken = request.getfixturevalue(fixture)
+    out, report = tmp_path / "out.avi", tmp_path / "r.json"
+    result = run_cli("--source", str(broken), "--weights", "random", "--output", str(out), "--report", str(report))
+    assert result.returncode == 4, result.stderr
+    assert_one_line_error(result, "truncated or corrupt")
+    r = json.loads(report.read_text())
+    assert r["status"] == "incomplete input"
+    assert 0 < r["frames"]["written"] == r["frames"]["read"] < r["source"]["frames"]
+    assert len(read_all_frames(out)) == r["frames"]["written"]
 
 
 def assert_one_line_error(result, fragment: str):

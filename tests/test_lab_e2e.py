@@ -97,7 +97,7 @@ def test_eval_counts_match_the_hand_count(labelled, tmp_path):
         assert wrong["1-chelsea.png"]["in_top5"] and not wrong["3-coffee.png"]["in_top5"]
         assert row["unknown_labels"] == {"unicorn": 1} and row["ambiguous_labels"] == {"CARDIGAN": 1}
         assert len(row["unreadable_images"]) == 1 and "broken.jpg" in row["unreadable_images"][0]
-        assert row["mean_ms_per_image"] > 0
+        assert row["latency"]["mean_ms"] > 0 and row["latency"]["batches"] >= 30
     md = (out / "report.md").read_text()
     assert "2/5 (40.0%)" in md and "3/5 (60.0%)" in md and "unicorn" in md and "use its WordNet id" in md
     assert _png(out / "accuracy.png")

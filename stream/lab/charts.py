@@ -91,6 +91,6 @@ def eval_charts(report: dict, out: Path) -> list[str]:
     fig.savefig(out / "accuracy.png", dpi=110)
     plt.close(fig)
     _barh(plt, [f"{r['model']} · {r['backend']} {r['precision']}" for r in rows],
-          [r["mean_ms_per_image"] for r in rows], "Model latency per image", "ms per image (mean)",
+          [r["latency"]["mean_ms"] for r in rows], "Model latency per image", "ms per image (mean)",
           out / "latency.png")
     return ["accuracy.png", "latency.png"]

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from stream.cli import OneLineParser
-from stream.config import BACKENDS, PRECISIONS, TRT_CONVERTERS
+from stream.config import BACKENDS, PRECISIONS, RESIZE_MODES, TRT_CONVERTERS
 from stream.errors import UserError
 
 COMMANDS = ("bench", "eval")
@@ -59,6 +59,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="keep exports/engines here (default: a fresh cache in --out, deleted "
                                        "at the end, so first starts measure the build)")
     p.add_argument("--trt-converter", choices=TRT_CONVERTERS, default="onnx")
+    p.add_argument("--resize", choices=RESIZE_MODES, default="faithful",
+                   help="faithful: the weights' own antialiased transform (default); fast: inexact, for comparison")
     p.add_argument("--timeout", type=_positive(float), default=1800.0, help="seconds per worker process")
 
 
@@ -171,7 +173,7 @@ def _bench(args, models, out: Path, report: dict) -> int:
         inputs=args.inputs or default_inputs(), frames=args.frames, warmup=args.warmup, repeats=args.repeats,
         starts=args.starts, target_fps=args.target_fps or 30.0, pipeline_frames=args.pipeline_frames,
         pipeline_video=args.pipeline_video, device=args.device, threads=args.threads, cache_dir=args.cache_dir,
-        trt_converter=args.trt_converter, timeout=args.timeout)
+        trt_converter=args.trt_converter, resize=args.resize, timeout=args.timeout)
     report["settings"] = {k: v for k, v in vars(settings).items() if k not in ("combos", "out")}
     print(f"bench: {len(settings.combos)} combination(s) × {args.starts} starts"
           + (f" + a {args.pipeline_frames}-frame pipeline run" if args.pipeline_frames else "") + f" → {out}/",
@@ -200,7 +202,8 @@ def _eval(args, models, out: Path, report: dict) -> int:
     data = scan_folder(args.data) if args.data else read_csv(args.labels)
     settings = EvalSettings(models=models, backends=args.backends, data=data, out=out, precision=args.precision,
                             batch=args.batch[0], warmup=args.warmup, device=args.device, threads=args.threads,
-                            cache_dir=args.cache_dir, trt_converter=args.trt_converter, timeout=args.timeout)
+                            cache_dir=args.cache_dir, trt_converter=args.trt_converter, resize=args.resize,
+                            timeout=args.timeout)
     report["data"] = data_summary(data)
     report["rows"] = []
     print(f"eval: {len(data.images)} images, {len(report['data']['labels'])} labels, "

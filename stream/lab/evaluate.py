@@ -15,6 +15,7 @@ import numpy as np
 
 from stream.lab.accuracy import score
 from stream.lab.dataset import WNID, LabelledSet, imagenet_wnids, resolve
+from stream.lab.metrics import Latency
 from stream.lab.progress import JobProgress
 from stream.lab.runner import job_cache, run_job
 from stream.lab.worker import Job
@@ -33,6 +34,7 @@ class EvalSettings:
     threads: int | None = None
     cache_dir: str | None = None
     trt_converter: str = "onnx"
+    resize: str = "faithful"
     timeout: float = 1800.0
 
 
@@ -50,7 +52,7 @@ def run_eval(s: EvalSettings, write) -> dict:
                 name = f"{row['model']}-{row['backend']}-{s.precision}"
                 job = Job(kind="eval", model=row["model"], weights=row["weights"], backend=row["backend"],
                           precision=s.precision, batch=s.batch, device=s.device, threads=s.threads, cache_dir=cache,
-                          trt_converter=s.trt_converter, warmup=s.warmup, images=paths,
+                          trt_converter=s.trt_converter, resize=s.resize, warmup=s.warmup, images=paths,
                           logits_path=str(work / f"{name}.logits.npy"))
                 result = run_job(job, work, name, s.timeout)
                 row.update(score_result(s.data, result))
@@ -87,12 +89,12 @@ def score_result(data: LabelledSet, result: dict) -> dict:
     logits = np.load(result["logits_path"])
     accuracy = score(logits[known], [res.index[labels[i]] for i in known], [labels[i] for i in known],
                      [read[i] for i in known], categories)
-    images = sum(result["batch_sizes"])
     return {
         "status": "ok", "weights_desc": result["model"]["weights"], "random_weights": result["model"]["random_weights"],
         "precision": result["backend"]["precision"], "device": result["backend"]["device"],
         "accuracy": accuracy,
-        "mean_ms_per_image": sum(result["batch_s"]) * 1000 / images,
+        # Per-image model time over ≥ 30 timed batches, with its spread (stream.lab.worker._eval_pass).
+        "latency": Latency.of(result["batch_s"], result["batch_sizes"]).as_dict(),
         "preprocess_ms_per_image": result["preprocess_ms_per_image"],
         "load": result["load"], "import_s": result["import_s"], "peak_rss_mb": result["memory"]["peak_rss_mb"],
         "cuda_peak_mb": result["memory"].get("cuda_peak_mb"),

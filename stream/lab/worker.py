@@ -31,8 +31,9 @@ class Job:
     threads: int | None = None
     cache_dir: str | None = None
     trt_converter: str = "onnx"
+    resize: str = "faithful"
     warmup: int = 5
-    repeats: int = 30  # timed batches (bench)
+    repeats: int = 30  # timed batches (bench); at least this many (eval, which repeats a small set)
     inputs: str | None = None  # bench: video, image or folder
     frames: int = 32  # bench: real frames read from `inputs`
     images: list[str] = field(default_factory=list)  # eval: the labelled images, in order
@@ -92,7 +93,7 @@ def measure(job: Job, result: dict) -> None:
         import psutil
 
         result["rss_after_load_mb"] = psutil.Process().memory_info().rss / 2**20
-        preprocess = make_preprocessor(info.preprocess, backend.input_device)
+        preprocess = make_preprocessor(info.preprocess, backend.input_device, job.resize)
         if job.kind == "eval":
             _eval_pass(job, backend, preprocess, result)
         else:
@@ -103,9 +104,9 @@ def measure(job: Job, result: dict) -> None:
         backend.close()
 
 
-def _warm(job: Job, backend, batches: list, result: dict) -> None:
+def _warm(job: Job, backend, batches: list, result: dict, iterations: int | None = None) -> None:
     t = time.perf_counter()
-    for i in range(job.warmup):
+    for i in range(job.warmup if iterations is None else iterations):
         backend.infer(batches[i % len(batches)])
     result["warmup_s"] = time.perf_counter() - t
     result["ready_s"] = time.perf_counter() - WORKER_START
@@ -136,12 +137,21 @@ def _bench_batches(job: Job, backend, preprocess, frames: list, result: dict) ->
         _save_logits(job, [backend.infer(b) for b in _batches(preprocess, frames, job.batch)[0]], result)
 
 
+EVAL_POOL = 4  # preprocessed batches of each size kept for timing: a large set never sits in memory
+
+
 def _eval_pass(job: Job, backend, preprocess, result: dict) -> None:
-    """One timed pass over the labelled images, read batch by batch: a large set never sits in memory."""
+    """The labelled images batch by batch, for their logits; then their latency, timed as bench does.
+
+    One pass over a small set is too few samples (a 7-image set is a single batch), so the timing repeats
+    the set's own sequence of batch shapes for at least `repeats` batches, after warming up every shape
+    (the last, partial batch is a shape of its own), on a few kept batches of each size.
+    """
     from stream.errors import UserError
     from stream.lab.inputs import read_images
 
-    read, skipped, logits, batch_s, sizes, preprocess_s = [], [], [], [], [], 0.0
+    read, skipped, logits, sizes, preprocess_s = [], [], [], [], 0.0
+    pool: dict[int, list] = {}
     for i in range(0, len(job.images), job.batch):
         frames, ok, bad = read_images(job.images[i:i + job.batch])
         skipped += bad
@@ -151,16 +161,25 @@ def _eval_pass(job: Job, backend, preprocess, result: dict) -> None:
         batch = preprocess(frames)
         _sync(batch)
         preprocess_s += time.perf_counter() - t
-        if "warmup_s" not in result:
-            _warm(job, backend, [batch], result)
-        t = time.perf_counter()
         logits.append(backend.infer(batch))
-        batch_s.append(time.perf_counter() - t)
         read += ok
         sizes.append(len(frames))
+        kept = pool.setdefault(len(frames), [])
+        if len(kept) < EVAL_POOL:
+            kept.append(batch)
     if not read:
         raise UserError("none of the images could be decoded")
-    result.update(images_read=read, skipped=skipped, batch_s=batch_s, batch_sizes=sizes,
+    shapes = [kept[0] for kept in pool.values()]
+    _warm(job, backend, shapes, result, iterations=max(job.warmup, 1) * len(shapes))
+    timed, timed_sizes = [], []
+    for i in range(max(job.repeats, len(sizes))):
+        size = sizes[i % len(sizes)]
+        batch = pool[size][(i // len(sizes)) % len(pool[size])]
+        t = time.perf_counter()
+        backend.infer(batch)  # returns host logits: device work is finished
+        timed.append(time.perf_counter() - t)
+        timed_sizes.append(size)
+    result.update(images_read=read, skipped=skipped, batch_s=timed, batch_sizes=timed_sizes,
                   preprocess_ms_per_image=preprocess_s * 1000 / len(read))
     _save_logits(job, logits, result)
 
