@@ -13,7 +13,7 @@ import torch
 from models import load_model
 from stream.sinks import display_available  # noqa: F401 - import check: the CLI's own modules load
 from tests.conftest import CAT_LABELS, ROOT, read_all_frames, run_cli
-from tests.test_tensorrt import HAVE_TRT
+from tests.test_tensorrt import HAS_CUDA, HAVE_TRT
 
 REPORT_KEYS = {
     "source": {"uri", "fps", "frames"},
@@ -191,7 +191,8 @@ def assert_one_line_error(result, fragment: str):
         (["--source", "{clip}", "--batch", "four"], "invalid int value"),
         (["--config", "{bad_config}"], "drop-policy"),
         (["--source", "{clip}", "--weights", "{text}"], "not a loadable PyTorch state_dict"),
-        (["--source", "{clip}", "--device", "cuda", "--weights", "random"], "no CUDA GPU"),
+        pytest.param(["--source", "{clip}", "--device", "cuda", "--weights", "random"], "no CUDA GPU",
+                     marks=pytest.mark.skipif(HAS_CUDA, reason="this machine has a CUDA GPU")),
         (["--source", "{clip}", "--max-frames", "2"], "offline options: --weights PATH"),
         (["--source", "{clip}", "--display", "--weights", "random"], "no usable display"),
     ],

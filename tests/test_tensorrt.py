@@ -4,24 +4,25 @@ pipeline with --trt; they skip with a reason where there is no CUDA GPU and Tens
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from stream.backends.tensorrt_backend import missing_requirements, unavailable_message
-from tests.conftest import run_cli
+from tests.conftest import CAT_LABELS, run_cli
 
 
-def gpu_and_tensorrt() -> bool:
-    if importlib.util.find_spec("tensorrt") is None:
-        return False
+def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
 
 
-HAVE_TRT = gpu_and_tensorrt()
+HAS_CUDA = cuda_available()
+HAVE_TRT = HAS_CUDA and importlib.util.find_spec("tensorrt") is not None
 needs_trt = pytest.mark.skipif(not HAVE_TRT, reason="needs a CUDA GPU and the tensorrt package "
                                                    "(pip install -r requirements-gpu.txt)")
 
@@ -52,6 +53,125 @@ def test_trt_without_gpu_or_tensorrt_is_one_line_and_exit_2(tmp_path, flags):
     assert len(lines) == 1 and lines[0].startswith("error: --trt needs")
     assert "requirements-gpu.txt" in lines[0] and "--backend onnxruntime" in lines[0]
     assert "loading" not in run.stdout  # it failed before any model was loaded
+
+
+# ------------------------------------------- build paths against stand-ins for tensorrt and torch2trt
+
+
+class FakeTensorRT:
+    """Just enough of tensorrt's Python API for the build paths, recording what the builder was told."""
+
+    def __init__(self, version: str = "10.13.0") -> None:
+        self.__version__ = version
+        self.cleared, self.calls = [], []
+        fake = self
+
+        class Config:
+            progress_monitor = None
+
+            def set_memory_pool_limit(self, pool, size):
+                fake.calls.append(("pool", size))
+
+            def clear_flag(self, flag):
+                fake.cleared.append(flag)
+
+            def add_optimization_profile(self, profile):
+                fake.calls.append(("profile", profile.shapes))
+
+        class Profile:
+            def set_shape(self, name, lo, opt, hi):
+                self.shapes = (name, lo, opt, hi)
+
+        class Network:
+            def get_input(self, i):
+                return SimpleNamespace(name="input")
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                fake.calls.append(("network flags", flags))
+                return Network()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                return b"plan"
+
+        class OnnxParser:
+            def __init__(self, network, logger):
+                pass
+
+            def parse_from_file(self, path):
+                return True
+
+        self.Builder, self.OnnxParser = Builder, OnnxParser
+        self.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=1)
+        self.MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
+        self.BuilderFlag = SimpleNamespace(TF32="TF32")
+
+
+@pytest.mark.parametrize("precision, tf32_cleared", [("fp32", True), ("fp16", False)])
+def test_an_fp32_engine_is_built_without_tf32(precision, tf32_cleared):
+    from stream.backends.progress import BuildProgress
+    from stream.backends.tensorrt_build import allows_tf32, build_onnx
+
+    trt = FakeTensorRT()
+    plan = build_onnx(trt, None, Path("m.onnx"), (3, 224, 224), 4, precision, "alexnet", BuildProgress.__new__(
+        BuildProgress))
+    assert plan == b"plan"
+    assert (trt.cleared == ["TF32"]) is tf32_cleared and allows_tf32(precision) is not tf32_cleared
+    assert ("network flags", 1 << 1) in trt.calls  # strongly typed
+    assert ("profile", ("input", (1, 3, 224, 224), (4, 3, 224, 224), (4, 3, 224, 224))) in trt.calls
+
+
+def test_the_engine_cache_key_names_the_tf32_choice():
+    from models import ModelRequest
+    from stream.backends.tensorrt_backend import TensorRTBackend
+
+    props = SimpleNamespace(name="Fake GPU", major=9, minor=0)
+    fake_torch = SimpleNamespace(cuda=SimpleNamespace(get_device_properties=lambda device: props),
+                                 version=SimpleNamespace(cuda="13.0"))
+    keys = {}
+    for precision in ("fp32", "fp16"):
+        owner = SimpleNamespace(_torch=fake_torch, _trt=FakeTensorRT(), precision=precision, device="cuda:0")
+        keys[precision] = TensorRTBackend.engine_fields(owner, ModelRequest("alexnet", "random"), (3, 224, 224), 4,
+                                                        "onnx")
+    assert keys["fp32"]["tf32"] is False and keys["fp16"]["tf32"] is True
+
+
+def test_torch2trt_is_refused_on_tensorrt_11_with_the_version_limit():
+    from stream.backends.tensorrt_build import build_torch2trt
+    from stream.errors import UserError
+
+    with pytest.raises(UserError, match=r"TensorRT 10.x at most .* this is TensorRT 11.0.1; use the default"):
+        build_torch2trt(FakeTensorRT("11.0.1"), None, "cuda:0", (3, 224, 224), 1, "fp16", "alexnet")
+
+
+@pytest.mark.parametrize("module_source, fragment", [
+    # What torch2trt does at import time on a TensorRT without the INT8 calibrator API.
+    ("import tensorrt\nclass C(tensorrt.IInt8Calibrator): pass\n", "AttributeError"),
+    ("def torch2trt(*args, **kwargs):\n    return type('M', (), {'engine': None})()\n", "returned no engine"),
+    ("def torch2trt(*args, **kwargs):\n    raise RuntimeError('unsupported op aten::foo')\n", "aten::foo"),
+])
+def test_torch2trt_failures_are_one_line(module_source, fragment, tmp_path, monkeypatch):
+    from stream.backends.tensorrt_build import build_torch2trt
+    from stream.errors import UserError
+
+    (tmp_path / "torch2trt.py").write_text(module_source)
+    (tmp_path / "tensorrt.py").write_text("__version__ = '10.13.0'\n")  # no IInt8Calibrator, as in 11
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("torch2trt", "tensorrt"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(UserError) as caught:
+        build_torch2trt(FakeTensorRT("10.13.0"), None, "cpu", (3, 8, 8), 1, "fp32", "alexnet")
+    message = str(caught.value)
+    assert fragment in message and "use the default --trt-converter onnx" in message and "\n" not in message
 
 
 # ---------------------------------------------------------------- on a GPU with TensorRT
@@ -100,7 +220,6 @@ def test_tensorrt_logits_and_top5_against_pytorch(trt_cache, precision, toleranc
     assert [row[0].index for row in ours] == [row[0].index for row in theirs]  # top-1 agrees on every photo
     overlap = np.mean([len({t.index for t in a} & {t.index for t in b}) / 5 for a, b in zip(ours, theirs, strict=True)])
     assert overlap >= 0.8
-    assert backend.cuda_peak_mb() > 0
 
 
 @pytest.mark.gpu
@@ -113,16 +232,21 @@ def test_tensorrt_gpu_preprocessing_feeds_the_same_pixels(trt_cache):
     images = [photo("chelsea"), photo("coffee")]
     on_gpu = make_preprocessor(backend.model.preprocess, backend.input_device)(images)
     assert on_gpu.is_cuda
+    # Finished when it returns (its time is the preprocess stage's, not the model's).
+    assert __import__("torch").cuda.current_stream(on_gpu.device).query()
     host = Preprocessor(backend.model.preprocess)(images)
-    assert np.abs(on_gpu.cpu().numpy() - host).mean() < 0.02
+    assert np.abs(on_gpu.cpu().numpy() - host).mean() < 1e-3  # the same weights, applied on the GPU
     assert np.abs(backend.infer(on_gpu) - backend.infer(host)).max() < 0.05
 
 
 @pytest.mark.gpu
 @needs_trt
+@pytest.mark.timeout(900)
 def test_engine_cache_hit_miss_mismatch_and_corrupt(tmp_path, capsys):
     first = _backend(str(tmp_path), "fp16", batch=2, name="alexnet", weights="random")
     assert first.load.cache == "miss" and first.load.build_s > 0
+    # AlexNet's 61 M weights in fp16 live outside torch's allocator: they must be in the CUDA figure.
+    assert first.cuda_peak_mb() >= 0.8 * 61e6 * 2 / 2**20
     assert "once per model, GPU and TensorRT version" in capsys.readouterr().out
     second = _backend(str(tmp_path), "fp16", batch=2, name="alexnet", weights="random")
     assert second.load.cache == "hit" and second.load.build_s is None
@@ -138,19 +262,56 @@ def test_engine_cache_hit_miss_mismatch_and_corrupt(tmp_path, capsys):
     engine.write_bytes(engine.read_bytes()[:1000])  # truncated
     corrupt = _backend(str(tmp_path), "fp16", batch=2, name="alexnet", weights="random")
     assert "checksum" in corrupt.load.cache
-    assert np.allclose(corrupt.infer(x), first.infer(x), atol=1e-3)
+    # A rebuilt engine may pick other kernels than the first build: judge it against PyTorch, not bit-equality.
+    _, batch, expected = _reference("alexnet", "random")
+    got = corrupt.infer(batch[:2])
+    scale = np.abs(expected[:2]).max()
+    cosine = (got * expected[:2]).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected[:2], axis=1)
+    assert np.abs(got - expected[:2]).max() <= 0.05 * scale and cosine.min() > 0.999
 
 
 @pytest.mark.gpu
 @needs_trt
-def test_pipeline_end_to_end_with_trt(cat_clip, tmp_path, trt_cache):
-    report = tmp_path / "r.json"
-    run = run_cli("--source", str(cat_clip), "--trt", "--model", "efficientnet_lite0", "--batch", "4",
-                  "--cache-dir", trt_cache, "--output", str(tmp_path / "o.mp4"), "--report", str(report),
-                  timeout=600)
-    assert run.returncode == 0, run.stderr
-    data = json.loads(report.read_text())
-    assert data["model"]["backend"] == "tensorrt" and data["model"]["precision"] == "fp16"
-    assert data["frames"]["written"] == data["frames"]["read"] > 0
-    assert data["load"]["build_s"] is None or data["load"]["build_s"] > 0
-    print("TRT pipeline:", json.dumps({k: data[k] for k in ("fps", "load", "memory")}))
+@pytest.mark.timeout(1500)
+def test_pipeline_end_to_end_with_trt(cat_clip, tmp_path):
+    cache = str(tmp_path / "cache")  # a fresh cache: the first run builds, the second must hit
+    reports = []
+    for run_no in (1, 2):
+        report, preds = tmp_path / f"r{run_no}.json", tmp_path / f"p{run_no}.jsonl"
+        run = run_cli("--source", str(cat_clip), "--trt", "--model", "efficientnet_lite0", "--batch", "4",
+                      "--cache-dir", cache, "--output", str(tmp_path / "o.mp4"), "--report", str(report),
+                      "--predictions", str(preds), timeout=600)
+        assert run.returncode == 0, run.stderr
+        data = json.loads(report.read_text())
+        assert data["model"]["backend"] == "tensorrt" and data["model"]["precision"] == "fp16"
+        assert data["frames"]["written"] == data["frames"]["read"] == 24
+        labels = [json.loads(line)["top"][0]["label"] for line in preds.read_text().splitlines()]
+        assert sum(label in CAT_LABELS for label in labels) >= 0.9 * len(labels), labels
+        assert data["memory"]["cuda_peak_mb"] > 0 and data["latency_ms"]["preprocess"]["p50"] > 0
+        reports.append(data)
+        print("TRT pipeline:", json.dumps({k: data[k] for k in ("fps", "load", "memory")}))
+    assert reports[0]["load"]["cache"] == "miss" and reports[0]["load"]["build_s"] > 0
+    assert reports[1]["load"]["cache"] == "hit" and reports[1]["load"]["build_s"] is None
+
+
+@pytest.mark.gpu
+@needs_trt
+@pytest.mark.skipif(not HAS_CUDA or __import__("torch").cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_an_engine_on_the_second_gpu_runs_from_another_thread(trt_cache):
+    import threading
+
+    import torch
+
+    from models import ModelRequest
+    from stream.backends import BackendOptions
+    from stream.backends.tensorrt_backend import TensorRTBackend
+
+    model, batch, expected = _reference("efficientnet_lite0", "imagenet")
+    backend = TensorRTBackend(ModelRequest("efficientnet_lite0", "imagenet"),
+                              BackendOptions(device="cuda:1", precision="fp32", max_batch=4, cache_dir=trt_cache))
+    assert torch.cuda.current_device() == 0  # the constructor left this thread's device alone
+    got = {}
+    worker = threading.Thread(target=lambda: got.update(logits=backend.infer(batch)))  # a fresh thread: device 0
+    worker.start()
+    worker.join(120)
+    assert np.abs(got["logits"] - expected).max() < 1e-2

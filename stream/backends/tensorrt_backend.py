@@ -3,18 +3,20 @@
 Build: the model's cached ONNX export → TensorRT's ONNX parser → one optimisation profile for batch
 1..N → serialised engine, stored in the artifact cache under a key that covers the model, weights,
 input shape, batch range, precision, TensorRT and CUDA versions, GPU name and compute capability.
-With `--trt-converter torch2trt` the engine comes from torch2trt instead and is cached the same way.
-Networks are built strongly typed (required from TensorRT 11, whose FP16 builder flag is gone): fp16
-is an fp16 ONNX graph with fp32 input and output.
+With `--trt-converter torch2trt` the engine comes from torch2trt instead (TensorRT 10 only) and is
+cached the same way. Building is in `tensorrt_build`.
 
 Run: like torch2trt's TRTModule, the engine reads and writes torch tensors in place by device
-address, on torch's current CUDA stream, with no host copies except the logits coming back.
-Written against the TensorRT 10/11 name-based Python API (set_input_shape, set_tensor_address,
-execute_async_v3); not run on a GPU in this repository's CI.
+address, on a CUDA stream of its own (ordered after the stream that produced the input, since
+TensorRT synchronises extra on the legacy default stream and warns on every call there), inside
+the device's context in whatever thread calls it (`cuda:N` is per thread in CUDA), with no host
+copies except the logits coming back. Written against the TensorRT 10/11 name-based Python API
+(set_input_shape, set_tensor_address, execute_async_v3); not run on a GPU in this repository's CI.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import time
 from pathlib import Path
@@ -26,9 +28,9 @@ from stream.backends import BackendOptions, LoadRecord, resolve_precision, timed
 from stream.backends.cache import ArtifactCache, Lookup
 from stream.backends.onnx_model import cache_status, get_onnx_model
 from stream.backends.progress import BuildProgress
+from stream.backends.tensorrt_build import allows_tf32, build_onnx, build_torch2trt, check_torch2trt_supported
 from stream.errors import UserError
 
-WORKSPACE_BYTES = 1 << 30
 CONVERTERS = ("onnx", "torch2trt")
 
 
@@ -71,24 +73,32 @@ class TensorRTBackend:
 
         if options.trt_converter not in CONVERTERS:
             raise UserError(f"unknown --trt-converter {options.trt_converter!r}; use one of {', '.join(CONVERTERS)}")
+        if options.trt_converter == "torch2trt":
+            check_torch2trt_supported(trt)
         self.check_available(options.trt_converter)
         if options.device == "cpu":
             raise UserError("--trt runs on a CUDA GPU; drop --device cpu, or use --backend onnxruntime on CPU")
         self.device = "cuda:0" if options.device in ("auto", "cuda") else options.device
         self.input_device = self.device
-        torch.cuda.set_device(self.device)
         self.precision = resolve_precision(options.precision, "fp16")
         self._trt, self._torch = trt, torch
+        self._max_batch = max(1, options.max_batch)
+        with torch.cuda.device(self.device):  # the thread's current device, for this block only
+            self._load(request, options)
+
+    def _load(self, request: ModelRequest, options: BackendOptions) -> None:
+        trt, torch = self._trt, self._torch
         self._logger = _stdout_logger(trt)
         self._runtime = trt.Runtime(self._logger)  # kept: engines must not outlive their runtime
         cache = ArtifactCache(options.cache_dir)
         onnx = get_onnx_model(request, self.precision, cache)
         self.model = onnx.info
         self._input_shape = onnx.input_shape
-        batch = max(1, options.max_batch)
+        batch = self._max_batch
         fields = self.engine_fields(request, onnx.input_shape, batch, options.trt_converter)
         look = cache.lookup("tensorrt", fields, ".engine")
         started = time.perf_counter()
+        free_before = torch.cuda.mem_get_info(self.device)[0]
         engine = self._deserialize(look.artifact.read_bytes()) if look.hit else None
         if look.hit and engine is None:
             look = Lookup(look.artifact, look.sidecar, False, "TensorRT could not deserialise it")
@@ -100,13 +110,19 @@ class TensorRTBackend:
             path, elapsed_s = self._build(request, onnx.path, batch, options.trt_converter, cache, fields)
             build_s = (build_s or 0.0) + elapsed_s
             started = time.perf_counter()
+            free_before = torch.cuda.mem_get_info(self.device)[0]
             engine = self._deserialize(path.read_bytes())
             if engine is None:
                 raise UserError(f"TensorRT could not load the engine it just built ({path})")
         self._engine = engine
         self._context = engine.create_execution_context()
+        # The engine's weights and the context's activations live outside torch's allocator: what the
+        # device lost across the load is their footprint (other processes on the GPU can blur it).
+        self._engine_bytes = max(free_before - torch.cuda.mem_get_info(self.device)[0],
+                                 int(getattr(engine, "device_memory_size_v2", 0)))
         self._in, self._out = self._io_names(engine)
         self._out_dtype = self._torch_dtype(engine.get_tensor_dtype(self._out))
+        self._stream = torch.cuda.Stream(self.device)
         self.load = LoadRecord(onnx.weights_s + time.perf_counter() - started, build_s, cache_status(look),
                                str(look.artifact))
         torch.cuda.reset_peak_memory_stats(self.device)
@@ -116,7 +132,8 @@ class TensorRTBackend:
         props = torch.cuda.get_device_properties(self.device)
         return {"artifact": "tensorrt", "model": request.name, "weights": request.weights_id(),
                 "input": [*shape], "batch": [1, batch, batch], "precision": self.precision,
-                "converter": converter, "tensorrt": self._trt.__version__, "cuda": torch.version.cuda,
+                "converter": converter, "tf32": allows_tf32(self.precision) if converter == "onnx" else "default",
+                "tensorrt": self._trt.__version__, "cuda": torch.version.cuda,
                 "gpu": props.name, "compute_capability": f"{props.major}.{props.minor}"}
 
     def _deserialize(self, data: bytes):
@@ -131,53 +148,18 @@ class TensorRTBackend:
                 f"{converter}): once per model, GPU and TensorRT version, cached in {cache.root}")
         started = time.perf_counter()
         with BuildProgress(what) as progress:
-            build = self._build_onnx if converter == "onnx" else self._build_torch2trt
-            plan = build(request, onnx_path, batch, progress)
+            if converter == "onnx":
+                plan = build_onnx(self._trt, self._logger, onnx_path, self._input_shape, batch, self.precision,
+                                  request.name, progress)
+            else:
+                from models.registry import load_model
+
+                module = load_model(request.name, request.weights).module.to(self.device).eval()
+                plan = build_torch2trt(self._trt, module, self.device, self._input_shape, batch, self.precision,
+                                       request.name)
             path = cache.store("tensorrt", fields, ".engine", lambda tmp: tmp.write_bytes(plan),
                                meta={"build_s": time.perf_counter() - started})
         return path, progress.elapsed_s
-
-    def _build_onnx(self, request, onnx_path: Path, batch: int, progress: BuildProgress) -> bytes:
-        trt = self._trt
-        builder = trt.Builder(self._logger)
-        flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-        network = builder.create_network(0 if flag is None else 1 << int(flag))
-        parser = trt.OnnxParser(network, self._logger)
-        if not parser.parse_from_file(str(onnx_path)):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise UserError(f"TensorRT's ONNX parser rejected {request.name}: {errors[:300]}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-        name = network.get_input(0).name
-        c, h, w = self._input_shape
-        profile = builder.create_optimization_profile()
-        profile.set_shape(name, (1, c, h, w), (batch, c, h, w), (batch, c, h, w))
-        config.add_optimization_profile(profile)
-        monitor = _progress_monitor(trt, progress)
-        if monitor is not None:
-            config.progress_monitor = monitor
-        plan = builder.build_serialized_network(network, config)
-        if plan is None:
-            raise UserError(f"TensorRT could not build an engine for {request.name} (see its log lines above)")
-        return bytes(plan)
-
-    def _build_torch2trt(self, request, onnx_path: Path, batch: int, progress: BuildProgress) -> bytes:
-        from torch2trt import torch2trt
-
-        from models.registry import load_model
-
-        torch = self._torch
-        module = load_model(request.name, request.weights).module.to(self.device).eval()
-        c, h, w = self._input_shape
-        example = torch.zeros((batch, c, h, w), device=self.device)
-        try:
-            converted = torch2trt(module, [example], fp16_mode=self.precision == "fp16", max_batch_size=batch,
-                                  min_shapes=[(1, c, h, w)], opt_shapes=[(batch, c, h, w)],
-                                  max_shapes=[(batch, c, h, w)])
-        except Exception as exc:  # noqa: BLE001 - torch2trt lags TensorRT releases; say so in one line
-            raise UserError(f"torch2trt could not convert {request.name} ({type(exc).__name__}: "
-                            f"{str(exc)[:160]}); use the default --trt-converter onnx") from None
-        return bytes(converted.engine.serialize())
 
     def _io_names(self, engine) -> tuple[str, str]:
         trt = self._trt
@@ -197,17 +179,26 @@ class TensorRTBackend:
 
     def infer(self, batch) -> np.ndarray:
         torch = self._torch
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.cuda.device(self.device):
+            n = int(batch.shape[0])
+            if not 1 <= n <= self._max_batch:
+                raise UserError(f"a batch of {n} is outside the TensorRT engine's profile (1..{self._max_batch})")
             x = torch.as_tensor(batch).to(self.device, torch.float32, non_blocking=True).contiguous()
-            self._context.set_input_shape(self._in, tuple(x.shape))
-            out = torch.empty(tuple(self._context.get_tensor_shape(self._out)), dtype=self._out_dtype,
-                              device=self.device)
-            self._context.set_tensor_address(self._in, x.data_ptr())
-            self._context.set_tensor_address(self._out, out.data_ptr())
-            if not self._context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream):
-                raise RuntimeError("TensorRT execute_async_v3 failed")
-            # The copy to the host waits for the stream, so the caller times finished work.
-            return out.float().cpu().numpy()
+            self._stream.wait_stream(torch.cuda.current_stream(self.device))  # the input is ready first
+            x.record_stream(self._stream)  # and its memory is not reused while the engine reads it
+            with torch.cuda.stream(self._stream):
+                if not self._context.set_input_shape(self._in, tuple(x.shape)):
+                    raise UserError(f"TensorRT rejected the input shape {tuple(x.shape)} (profile: batch "
+                                    f"1..{self._max_batch} of {self._input_shape})")
+                out = torch.empty(tuple(self._context.get_tensor_shape(self._out)), dtype=self._out_dtype,
+                                  device=self.device)
+                self._context.set_tensor_address(self._in, x.data_ptr())
+                self._context.set_tensor_address(self._out, out.data_ptr())
+                if not self._context.execute_async_v3(self._stream.cuda_stream):
+                    raise RuntimeError("TensorRT execute_async_v3 failed")
+                # The copy to the host is ordered on the engine's stream and waits for it, so the
+                # caller times finished work.
+                return out.float().cpu().numpy()
 
     def warmup(self, batch_size: int, iterations: int) -> float:
         # A GPU tensor, as the GPU preprocessor hands the engine in the run.
@@ -215,10 +206,9 @@ class TensorRTBackend:
         return timed_warmup(self.infer, dummy, iterations)
 
     def cuda_peak_mb(self) -> float | None:
-        # Tensors torch allocated (frames, inputs, outputs) plus the activation memory TensorRT holds
-        # for the context outside torch's allocator (device_memory_size_v2 in TensorRT 10 and 11).
-        engine_bytes = getattr(self._engine, "device_memory_size_v2", 0) if self._engine is not None else 0
-        return (self._torch.cuda.max_memory_allocated(self.device) + engine_bytes) / 2**20
+        # Tensors torch allocated (frames, inputs, outputs) plus what TensorRT holds outside torch's
+        # allocator: the engine's weights and the context's activations, measured around the load.
+        return (self._torch.cuda.max_memory_allocated(self.device) + self._engine_bytes) / 2**20
 
     def close(self) -> None:
         self._context = None  # context before engine before runtime, as TensorRT requires
@@ -226,8 +216,10 @@ class TensorRTBackend:
         self._runtime = None
 
 
+@functools.cache
 def _stdout_logger(trt):
-    """TensorRT's warnings and errors on stdout: stderr carries only the tool's own one-line errors."""
+    """TensorRT's warnings and errors on stdout: stderr carries only the tool's own one-line errors.
+    One per process: TensorRT warns when objects that exist were made with another logger."""
 
     shown = {trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR, trt.ILogger.Severity.WARNING}
 
@@ -240,25 +232,3 @@ def _stdout_logger(trt):
                 print(f"TensorRT: {msg}", flush=True)
 
     return StdoutLogger()
-
-
-def _progress_monitor(trt, progress: BuildProgress):
-    """A TensorRT progress monitor that names the current build phase in the elapsed-time lines."""
-    base = getattr(trt, "IProgressMonitor", None)
-    if base is None:
-        return None
-
-    class Monitor(base):
-        def __init__(self) -> None:
-            base.__init__(self)
-
-        def phase_start(self, phase_name, parent_phase, num_steps):
-            progress.phase = phase_name
-
-        def step_complete(self, phase_name, step):
-            return True  # False would cancel the build
-
-        def phase_finish(self, phase_name):
-            pass
-
-    return Monitor()
