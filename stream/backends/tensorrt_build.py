@@ -40,8 +40,9 @@ def build_onnx(trt, logger, onnx_path: Path, input_shape: tuple[int, int, int], 
         raise UserError(f"TensorRT's ONNX parser rejected {name}: {errors[:300]}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if not allows_tf32(precision):
-        config.clear_flag(trt.BuilderFlag.TF32)
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)  # on by default since TensorRT 7.1; still a flag in 11
+    if not allows_tf32(precision) and tf32 is not None:
+        config.clear_flag(tf32)
     c, h, w = input_shape
     profile = builder.create_optimization_profile()
     profile.set_shape(network.get_input(0).name, (1, c, h, w), (batch, c, h, w), (batch, c, h, w))
