@@ -17,8 +17,6 @@ from torchvision.models import get_model, get_model_weights, list_models
 from models.spec import LITE0, RANDOM_SEED, ModelInfo, PreprocessSpec
 from stream.errors import UserError
 
-WEIGHT_CHOICES = ("imagenet", "random")  # or a path to a local state_dict
-
 
 @dataclass
 class LoadedModel:

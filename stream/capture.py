@@ -1,40 +1,89 @@
-"""Capture stage: source → bounded queue, in its own thread."""
+"""Capture stage: one thread per stream, source → the stream's buffer in the mux.
+
+A live stream has a life of its own: connecting → running → (lost or stalled) → reconnecting →
+running … → ended or failed. Reconnects back off exponentially with jitter (1 s doubling to 30 s) and
+the backoff resets after a healthy minute. A stream is *stalled* when no frame came from its source
+for max(5 s, 10 frame periods) while nothing downstream held it back; a read that blocks that long
+returns (stream URLs are opened with that read timeout) and the stream is reconnected. Frames get
+the stream's own running index, so a reconnect never repeats or reuses one; nothing is invented
+while a stream is down.
+"""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from stream.errors import StreamError
-from stream.queues import FrameQueue
+from stream.errors import StreamError, UserError
+from stream.mux import StreamMux
 from stream.sources import Source
 from stream.stats import StatsCollector
 from stream.worker import Worker
 
+CONNECTING, RUNNING, RECONNECTING, STALLED, ENDED, FAILED = (
+    "connecting", "running", "reconnecting", "stalled", "ended", "failed")
+HEALTHY_S = 60.0
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    enabled: bool = False
+    max_attempts: int | None = None  # consecutive failed attempts before the stream fails; None: no limit
+    first_s: float = 1.0
+    cap_s: float = 30.0
+    jitter: float = 0.25  # ± this share of each delay, so cameras that dropped together do not return in step
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        base = min(self.first_s * 2 ** (attempt - 1), self.cap_s)
+        return base * (1 + rng.uniform(-self.jitter, self.jitter))
+
+
+def stall_limit_s(fps: float | None) -> float:
+    return max(5.0, 10.0 / (fps or 30.0))
+
 
 class CaptureThread(Worker):
-    def __init__(self, source: Source, out: FrameQueue, stats: StatsCollector, stop: threading.Event,
-                 max_frames: int | None = None, loop: bool = False, pace_fps: float | None = None) -> None:
-        super().__init__("capture", stop)
-        self.source = source
-        self.out = out
-        self.stats = stats
-        self.max_frames = max_frames
-        self.loop = loop
-        # Pacing reads a file at its own frame rate, as a camera would deliver it.
-        self.pace_fps = pace_fps
+    def __init__(self, stream: int, source: Source, reopen: Callable[[], Source], mux: StreamMux,
+                 stats: list[StatsCollector], stop: threading.Event, max_frames: int | None = None, loop: bool = False,
+                 pace_fps: float | None = None, reconnect: Reconnect = Reconnect(), seed: int | None = None) -> None:
+        super().__init__(f"capture-{stream}", stop)
+        self.stream, self.source, self.reopen, self.mux, self.stats = stream, source, reopen, mux, stats
+        self.max_frames, self.loop, self.pace_fps, self.policy = max_frames, loop, pace_fps, reconnect
         self.frames_read = 0
         self.end_reason = "end of input"
-        # A lost live stream ends the run gracefully (queued frames are still processed), then
-        # the main thread reports it as an error.
+        # A lost live stream ends this stream gracefully (queued frames are still processed); the
+        # caller reports it as an error when it was not reconnected.
         self.stream_error: StreamError | None = None
         self.stale_discarded = 0
+        self.state = CONNECTING
+        self.reconnects = 0  # successful reconnections
+        self.stalls = 0
+        self.last_frame_at: float | None = None
+        self._rng = random.Random(seed)
+
+    def status(self, now: float | None = None) -> str:
+        """The state as a person should see it: a running stream with no frame for too long is stalled."""
+        now = time.perf_counter() if now is None else now
+        if (self.state == RUNNING and self.last_frame_at is not None and not self.mux.waiting_for_room(self.stream)
+                and now - self.last_frame_at > stall_limit_s(self.source.info.fps)):
+            return STALLED
+        return self.state
 
     def work(self) -> None:
-        read_this_pass = 0
+        try:
+            self._run()
+        finally:
+            self.mux.close(self.stream, self.end_reason)
+
+    def _run(self) -> None:
         # Frames a live source buffered during start-up are seconds old: never show them as live.
-        self.stale_discarded = self.source.discard_backlog()
-        started = time.perf_counter()
+        self.stale_discarded += self.source.discard_backlog()
+        self.state = RUNNING
+        started, read_this_pass, healthy_since = time.perf_counter(), 0, time.perf_counter()
+        attempts = 0
         while not self.stop.is_set():
             if self.pace_fps:
                 delay = started + self.frames_read / self.pace_fps - time.perf_counter()
@@ -43,20 +92,64 @@ class CaptureThread(Worker):
             if self.max_frames is not None and self.frames_read >= self.max_frames:
                 self.end_reason = f"--max-frames {self.max_frames} reached"
                 break
+            asked = time.perf_counter()
             try:
                 frame = self.source.read()
             except StreamError as exc:
-                self.stream_error = exc
-                self.end_reason = str(exc)
-                break
+                stalled = time.perf_counter() - asked >= stall_limit_s(self.source.info.fps) * 0.9
+                self.stalls += stalled
+                if not self.policy.enabled:
+                    self.stream_error, self.end_reason, self.state = exc, str(exc), FAILED
+                    return
+                if time.perf_counter() - healthy_since >= HEALTHY_S:
+                    attempts = 0  # it ran well for a minute: back off from the start again
+                attempts = self._reconnect(attempts, "stalled" if stalled else "lost")
+                if attempts is None:  # stopped while reconnecting
+                    return
+                if attempts < 0:
+                    self.stream_error = StreamError(f"{exc}; {self.end_reason}")
+                    return
+                healthy_since = time.perf_counter()
+                continue
             if frame is None:
                 # An empty pass would make --loop spin forever on a file that no longer decodes.
                 if self.loop and read_this_pass > 0 and self.source.rewind():
                     read_this_pass = 0
                     continue
-                break
-            self.stats.captured(frame.captured_at)
-            self.out.put(frame)
+                self.state = ENDED
+                return
+            self.last_frame_at = frame.captured_at
+            frame = replace(frame, index=self.frames_read, stream=self.stream)
+            for stats in self.stats:  # the stream's own figures, and the run's
+                stats.captured(frame.captured_at)
+            self.mux.put(self.stream, frame)
             self.frames_read += 1
             read_this_pass += 1
-        self.out.close(self.end_reason)
+        self.state = ENDED
+
+    def _reconnect(self, attempts: int, why: str) -> int | None:
+        """Reopen the source with backoff: 0 once it is back, -1 when the stream failed, None when stopped."""
+        self.state = RECONNECTING
+        self.source.close()
+        while not self.stop.is_set():
+            attempts += 1
+            if self.policy.max_attempts is not None and attempts > self.policy.max_attempts:
+                self.end_reason = (f"{why} and not back after {self.policy.max_attempts} reconnect attempt(s) "
+                                   f"({self.source.info.uri})")
+                self.state = FAILED
+                return -1
+            if self.stop.wait(self.policy.delay(attempts, self._rng)):
+                break
+            try:
+                source = self.reopen()
+            except UserError:
+                continue
+            self.source = source
+            self.stale_discarded += source.discard_backlog()
+            self.reconnects += 1
+            self.state = RUNNING
+            self.last_frame_at = time.perf_counter()
+            return 0
+        self.state = ENDED
+        self.end_reason = f"stopped while reconnecting ({why})"
+        return None

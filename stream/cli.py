@@ -8,21 +8,12 @@ import signal
 import sys
 import time
 
+from stream.argparsing import OneLineParser
 from stream.config import BACKENDS, DROP_POLICIES, PRECISIONS, RESIZE_MODES, TRT_CONVERTERS, Config, load_toml, merge
-from stream.errors import UserError
+from stream.errors import Terminated, UserError
 
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-EXIT_INCOMPLETE = 4
 LAB_COMMANDS = ("bench", "eval")  # `run_stream.py bench|eval ...`: see stream/lab
-# Batching amortises the weight stream of the fully connected layers: on the 2-core CPU, 720p, AlexNet,
-# batch 8 against 1 gave ONNX Runtime 1.4× and PyTorch 1.8× the pipeline fps (README, Backends).
-FILE_BATCH = 8
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not usage + error
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,11 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog="Also: `run_stream.py bench --help` (speed, load, memory, numeric change) and "
                        "`run_stream.py eval --help` (top-1/top-5 accuracy on a labelled image set).")
     p.add_argument("--config", help="TOML file with the same keys as these flags (flags win)")
-    p.add_argument("--source", help="camera index (0), video file, rtsp/http URL, image or image folder; "
-                                    "default: a sample clip of real photographs")
-    p.add_argument("--output", help="annotated video to write (.mp4, .avi, ...)")
+    p.add_argument("--source", action="append",
+                   help="camera index (0), video file, rtsp/http URL, image or image folder; repeat it for several "
+                        "streams; default: a sample clip of real photographs")
+    p.add_argument("--sources", help="TOML file of [[source]] tables (uri, name, target_fps): one stream each")
+    p.add_argument("--output", help="annotated video to write (.mp4, .avi, ...); with several streams put {stream} "
+                                    "in the path (out/{stream}.mp4)")
     p.add_argument("--report", help="run report JSON to write (a summary is always printed)")
-    p.add_argument("--predictions", help="JSON lines file, one line per processed frame")
+    p.add_argument("--predictions", help="JSON lines file, one line per processed frame (with its stream); "
+                                         "{stream} in the path gives one file per stream")
     p.add_argument("--model", help=f"torchvision classification model or efficientnet_lite0 (default {d.model})")
     p.add_argument("--weights", help="imagenet (download once, cached), random, or a local state_dict file")
     p.add_argument("--backend", choices=BACKENDS,
@@ -54,9 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="faithful (default): the model weights' own antialiased resize, as torchvision computes it; "
                         "fast: one bilinear warp without antialiasing, cheaper but it changes labels")
     p.add_argument("--threads", type=int, help="intra-op threads for the CPU backends (default: one per core)")
-    p.add_argument("--batch", type=int, help=f"micro-batch size for the model (default: {FILE_BATCH} for files "
-                                             "read losslessly, 1 for live sources and --pace)")
-    p.add_argument("--queue-size", type=int, help=f"capture→inference queue length (default {d.queue_size})")
+    p.add_argument("--batch", type=int, help="batch size for the model, filled across streams (default: 8 for "
+                                             "files read losslessly; for live sources one per stream, up to 8)")
+    p.add_argument("--batch-timeout-ms", type=float,
+                   help="how long a partly filled batch waits for more frames (default: about one frame period "
+                        "of the fastest live stream, at most 50 ms; 50 ms for files)")
+    p.add_argument("--max-staleness-ms", type=float,
+                   help="live frames older than this are dropped before inference (default 500)")
+    p.add_argument("--reconnect", action=argparse.BooleanOptionalAction,
+                   help="reconnect a lost or stalled live stream with backoff (default: on with several streams)")
+    p.add_argument("--max-reconnects", type=int,
+                   help="failed reconnect attempts in a row before a stream is given up (default: no limit)")
+    p.add_argument("--queue-size", type=int,
+                   help="frames buffered per stream (default: 2 for live streams, 8 for files)")
     p.add_argument("--drop-policy", choices=DROP_POLICIES,
                    help="latest: keep newest frames (live default); block: lossless (files default)")
     p.add_argument("--max-frames", type=int, help="stop after reading this many frames")
@@ -77,8 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _on_sigterm(signum, frame):
-    from stream.pipeline import Terminated
-
     raise Terminated
 
 
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None, process_start: float | None = None) -> i
         return exc.exit_code
     except KeyboardInterrupt as exc:
         print("interrupted before the run started; nothing was processed", file=sys.stderr)
-        return EXIT_SIGTERM if type(exc).__name__ == "Terminated" else EXIT_SIGINT
+        return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
     except Exception as exc:  # noqa: BLE001 - one line for users; STREAM_DEBUG=1 for the traceback
         if os.environ.get("STREAM_DEBUG"):
             raise
@@ -115,142 +118,11 @@ def threading_is_main() -> bool:
 
 def run(args: dict, process_start: float) -> int:
     config_path = args.pop("config", None)
-    display, dashboard = args.pop("display", None), args.pop("dashboard", None)
-    for key, value in (("display", display), ("dashboard", dashboard)):
+    for key in ("display", "dashboard", "reconnect"):
+        value = args.pop(key, None)
         if value is not None:
             args[key] = "on" if value else "off"
     cfg = merge(load_toml(config_path) if config_path else {}, args)
+    from stream.run import run_streams
 
-    from stream.backends import backend_class
-    from stream.sinks import check_writable
-
-    for flag, path in (("--output", cfg.output), ("--report", cfg.report), ("--predictions", cfg.predictions)):
-        if path:
-            check_writable(path, flag)
-    backend_cls = backend_class(cfg.backend)  # fails fast, before any model is loaded
-    if cfg.display == "on":
-        from stream.sinks import WindowSink
-
-        WindowSink.check()
-
-    from stream.sources import open_source
-
-    uri = cfg.source
-    if uri is None:
-        from stream.sample import sample_clip
-
-        uri = str(sample_clip())
-        print(f"no --source given: using the sample clip {uri}")
-    source = open_source(uri)
-    try:
-        return _run_with_source(cfg, source, backend_cls, process_start)
-    finally:
-        source.close()
-
-
-def _run_with_source(cfg: Config, source, backend_cls, process_start: float) -> int:
-    from models.spec import ModelRequest
-    from stream.backends import BackendOptions
-    from stream.dashboard import LiveDashboard, StatusPrinter
-    from stream.pipeline import PipelineOptions, run_pipeline
-    from stream.preprocess import make_preprocessor
-    from stream.render import Renderer
-    from stream.report import LoadTimes, build_report, summary, write_report
-    from stream.runinfo import RunInfo
-    from stream.sinks import VideoFileSink
-
-    info_src = source.info
-    policy = cfg.drop_policy if cfg.drop_policy != "auto" else ("latest" if info_src.live or cfg.pace else "block")
-    # An image folder's nominal 1 fps is a slideshow rate for the output video, not a target.
-    target_fps = cfg.target_fps or (info_src.fps if info_src.kind in ("file", "camera", "url") else None) or 30.0
-
-    batch = cfg.batch or (FILE_BATCH if policy == "block" else 1)
-    print(f"loading {cfg.model} ({cfg.weights} weights) on {cfg.backend}...", flush=True)
-    options = BackendOptions(cfg.device, cfg.precision, batch, cfg.cache_dir, cfg.threads, cfg.trt_converter)
-    backend = backend_cls(ModelRequest(cfg.model, cfg.weights), options)
-    model = backend.model
-    try:
-        warmup_s = backend.warmup(batch, cfg.warmup)
-        if batch > 1:  # the last, partial batch of a file must not pay for a new shape
-            warmup_s += backend.warmup(1, min(cfg.warmup, 2))
-        info = RunInfo(info_src, model.name, model.weights, model.random_weights, backend.name,
-                       backend.device, backend.precision, batch, policy, cfg.resize, model.preprocess.interpolation)
-        sinks = _open_sinks(cfg, info_src)
-        live_ui = cfg.dashboard == "on" or (cfg.dashboard == "auto" and sys.stdout.isatty())
-        ui = LiveDashboard(info) if live_ui else StatusPrinter(cfg.status_every)
-        load = LoadTimes(backend.load, warmup_s, time.perf_counter() - process_start)
-        opts = PipelineOptions(cfg.queue_size, policy, batch, cfg.max_frames, cfg.loop, target_fps, cfg.pace,
-                               cfg.latency_budget_ms)
-        preprocessor = make_preprocessor(model.preprocess, backend.input_device, cfg.resize)
-        outcome = run_pipeline(source, backend, preprocessor, list(model.categories),
-                               Renderer(model.random_weights), sinks, ui, opts)
-        written = next((s.written for s in sinks if isinstance(s, VideoFileSink)), None)
-        report = build_report(info, outcome, load, written, process_start, backend.cuda_peak_mb())
-    finally:
-        backend.close()
-    if getattr(source, "skipped", None):
-        report["warnings"].append(f"{len(source.skipped)} unreadable image(s) skipped: {source.skipped[:3]}")
-    if cfg.resize == "fast":
-        report["warnings"].append("--resize fast: frames were resized without antialiasing, so labels can differ "
-                                  "from what the model gives on its weights' own transform")
-    truncated = _check_truncated(cfg, source, outcome, report)
-    if cfg.report:
-        write_report(report, cfg.report)
-    print(summary(report))
-    return _exit_status(outcome, report, truncated)
-
-
-def _open_sinks(cfg: Config, info_src) -> list:
-    from stream.sinks import PredictionsLog, VideoFileSink, WindowSink, display_available
-
-    sinks = []
-    try:
-        if cfg.output:
-            sinks.append(VideoFileSink(cfg.output, info_src.fps or 30.0, info_src.width, info_src.height))
-        if cfg.predictions:
-            sinks.append(PredictionsLog(cfg.predictions))
-        if cfg.display == "on" or (cfg.display == "auto" and display_available()):
-            sinks.append(WindowSink())
-    except BaseException:
-        for sink in sinks:
-            sink.close()
-        raise
-    return sinks
-
-
-def _check_truncated(cfg: Config, source, outcome, report: dict) -> str | None:
-    """A file whose decoding stopped well before its container's end: the decodable part was processed.
-    Returns the fault's message; a mere note (a nominal frame count) becomes a warning."""
-    from stream.truncation import check_decoded
-
-    info = source.info
-    if outcome.status != "completed" or cfg.loop or cfg.max_frames is not None or info.kind != "file":
-        return None
-    check = check_decoded(info.uri, info.frame_count, info.fps, outcome.frames_read, source.last_pts_s)
-    if check.message:
-        report["warnings"].append(check.message)
-    if check.truncated:
-        report["status"] = "incomplete input"
-        return check.message
-    return None
-
-
-def _exit_status(outcome, report: dict, truncated: str | None) -> int:
-    from stream.pipeline import END_SIGTERM
-
-    if outcome.status == "interrupted":
-        print(f"interrupted ({outcome.end_reason}): outputs hold the {report['frames']['shown']} frames "
-              "processed so far", file=sys.stderr)
-        return EXIT_SIGTERM if outcome.end_reason == END_SIGTERM else EXIT_SIGINT
-    if outcome.error is not None:
-        err = outcome.error
-        if isinstance(err, UserError):
-            print(f"error: {err}", file=sys.stderr)
-            return err.exit_code
-        print(f"error during the run: {type(err).__name__}: {err} "
-              "(outputs hold the frames processed so far)", file=sys.stderr)
-        return 1
-    if truncated:
-        print(f"error: {truncated}", file=sys.stderr)
-        return EXIT_INCOMPLETE
-    return 0
+    return run_streams(cfg, process_start)

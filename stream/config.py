@@ -7,10 +7,10 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from stream.backends import BACKEND_NAMES as BACKENDS
 from stream.errors import UserError
 
 DROP_POLICIES = ("auto", "latest", "block")
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16")
 TRT_CONVERTERS = ("onnx", "torch2trt")
 TRISTATE = ("auto", "on", "off")
@@ -19,7 +19,8 @@ RESIZE_MODES = ("faithful", "fast")  # stream.preprocess: the weights' own trans
 
 @dataclass(frozen=True)
 class Config:
-    source: str | None = None  # None: the bundled sample clip
+    source: tuple[str, ...] = ()  # --source, repeatable; none: the bundled sample clip (unless --sources)
+    sources: str | None = None  # a TOML file of [[source]] tables (stream.streams)
     output: str | None = None
     report: str | None = None
     predictions: str | None = None
@@ -29,9 +30,13 @@ class Config:
     device: str = "auto"
     precision: str = "auto"  # fp16 for TensorRT, fp32 for the others
     batch: int | None = None  # None: 8 for a file read losslessly (throughput), 1 for live sources (latency)
-    queue_size: int = 8
+    queue_size: int | None = None  # frames buffered per stream; None: 2 for live streams, 8 for files
     drop_policy: str = "auto"
     max_frames: int | None = None
+    batch_timeout_ms: float | None = None  # None: about one frame period of the fastest live stream (stream.plan)
+    max_staleness_ms: float | None = None  # None: 500 ms for live streams
+    reconnect: str = "auto"  # auto: on when there are several streams
+    max_reconnects: int | None = None  # consecutive failed attempts before a stream fails; None: no limit
     loop: bool = False
     pace: bool = False  # read a file at its own fps, like a live camera
     display: str = "auto"
@@ -51,6 +56,11 @@ FIELD_TYPES = {f.name: f.type for f in fields(Config)}
 
 def _check_type(key: str, value, where: str):
     kind = FIELD_TYPES[key]
+    if key == "source":  # one URI, or a list of them
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
+            raise UserError(f"{where}: source = {value!r} should be a string or a list of strings")
+        return tuple(items)
     if value is None and "None" in kind:
         return None
     if kind.startswith("bool"):
@@ -62,7 +72,7 @@ def _check_type(key: str, value, where: str):
         value = float(value) if ok else value
     else:
         ok = isinstance(value, str)
-    if key in ("display", "dashboard") and isinstance(value, bool):
+    if key in ("display", "dashboard", "reconnect") and isinstance(value, bool):
         return "on" if value else "off"
     if not ok:
         raise UserError(f"{where}: {key} = {value!r} should be of type {kind.replace(' | None', '')}")
@@ -98,7 +108,7 @@ def validate(cfg: Config) -> None:
 
     if cfg.batch is not None and not 1 <= cfg.batch <= 256:
         raise bad("batch", cfg.batch, "use a batch size from 1 to 256")
-    if cfg.queue_size < 1 or cfg.queue_size > 1024:
+    if cfg.queue_size is not None and not 1 <= cfg.queue_size <= 1024:
         raise bad("queue_size", cfg.queue_size, "use a queue size from 1 to 1024")
     if cfg.max_frames is not None and cfg.max_frames < 1:
         raise bad("max_frames", cfg.max_frames, "use a positive number of frames")
@@ -106,6 +116,12 @@ def validate(cfg: Config) -> None:
         raise bad("warmup", cfg.warmup, "use 0 or more warm-up iterations")
     if cfg.target_fps is not None and not 0 < cfg.target_fps <= 1000:
         raise bad("target_fps", cfg.target_fps, "use a frame rate above 0")
+    for key in ("batch_timeout_ms", "max_staleness_ms"):
+        value = getattr(cfg, key)
+        if value is not None and not 0 <= value <= 600_000:
+            raise bad(key, value, "use milliseconds from 0 to 600000")
+    if cfg.max_reconnects is not None and cfg.max_reconnects < 0:
+        raise bad("max_reconnects", cfg.max_reconnects, "use 0 or more attempts")
     if cfg.latency_budget_ms is not None and not 0 < cfg.latency_budget_ms <= 600_000:
         raise bad("latency_budget_ms", cfg.latency_budget_ms, "use a positive number of milliseconds")
     if cfg.threads is not None and not 1 <= cfg.threads <= 256:
@@ -114,7 +130,7 @@ def validate(cfg: Config) -> None:
         raise bad("status_every", cfg.status_every, "use a positive number of seconds")
     for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKENDS), ("precision", PRECISIONS),
                          ("trt_converter", TRT_CONVERTERS), ("resize", RESIZE_MODES),
-                         ("display", TRISTATE), ("dashboard", TRISTATE)):
+                         ("display", TRISTATE), ("dashboard", TRISTATE), ("reconnect", TRISTATE)):
         if getattr(cfg, key) not in choices:
             raise bad(key, getattr(cfg, key), f"choose one of {', '.join(choices)}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):

@@ -60,7 +60,7 @@ def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
     state.add_row("frames", f"read {snap.frames_read}  processed {snap.frames_processed}  "
                             f"shown {snap.frames_rendered}  dropped {snap.frames_dropped}")
     state.add_row("queue", f"{snap.queue_fill}/{snap.queue_size}")
-    cuda = "" if snap.cuda_mb is None else f"  CUDA peak {snap.cuda_mb:.0f} MB"
+    cuda = "" if snap.device_mb is None else f"  device peak {snap.device_mb:.0f} MB"
     state.add_row("memory", f"RSS {snap.rss_mb:.0f} MB  peak {snap.peak_rss_mb:.0f} MB{cuda}")
     if snap.total_frames:
         done = min(snap.frames_rendered, snap.total_frames)

@@ -11,3 +11,7 @@ class StreamError(UserError):
     """The source failed mid-run (a dropped camera or stream); what was processed is kept."""
 
     exit_code = 3
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by the CLI's handler and handled like Ctrl-C."""

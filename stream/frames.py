@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,6 +15,7 @@ class Frame:
     image: np.ndarray  # BGR uint8, H×W×3
     captured_at: float  # time.perf_counter() when the capture thread got it
     time_s: float  # position in the media (video timestamp), or seconds since capture start
+    stream: int = 0  # which of the run's streams it came from (index into the run's stream list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +44,12 @@ class Prediction:
     done_at: float  # perf_counter() when postprocessing finished
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Classified:
     """A frame with its prediction, on its way to render and the sinks."""
 
     frame: Frame
     prediction: Prediction
-    annotated: np.ndarray | None = field(default=None)
 
 
 class EndOfStream:

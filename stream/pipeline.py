@@ -1,38 +1,38 @@
-"""Wires the stages: capture thread → bounded queue → inference thread → render loop → sinks.
+"""Wires the stages for one or many streams: a capture thread per stream → the mux (a small buffer per
+stream) → one inference thread batching across streams → results → the render loop → each stream's sinks.
 
-One stop Event for every thread; every queue call and join has a timeout; a worker's exception
-stops the others and is re-raised by the caller. Whatever ends the run, sinks are closed in a
-`finally`, so the output video and the predictions log hold every frame processed.
+`Pipeline` is started, run in the calling thread (the render loop: OpenCV windows need it) until every
+stream has ended, and finished: threads joined, classified frames still in flight drained to their
+sinks, every sink closed, whatever stopped the run. One stop Event for every thread; every queue call
+and join has a timeout; a worker's exception stops the others and becomes the outcome's error.
+Signals are the caller's business (stream.cli): `run()` lets KeyboardInterrupt through.
 """
 
 from __future__ import annotations
 
 import queue
-import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from stream.backends import Backend
-from stream.capture import CaptureThread
+from stream.capture import CaptureThread, Reconnect
+from stream.errors import StreamError, Terminated
 from stream.frames import Classified, EndOfStream
-from stream.inference import InferenceThread
-from stream.preprocess import Preprocessor
+from stream.inference import Batching, InferenceThread
+from stream.mux import Lane, StreamEnd, StreamMux
 from stream.queues import FrameQueue, Stopped
 from stream.realtime import Target
 from stream.render import Readout, Renderer
 from stream.sinks import Sink
 from stream.sources import Source
-from stream.stats import StatsCollector, StatsSnapshot
+from stream.stats import StatsCollector, StatsSnapshot, StreamRow
 
 JOIN_TIMEOUT_S = 10.0
 END_SIGTERM, END_SIGINT = "SIGTERM", "Ctrl-C (SIGINT)"
 UI_EVERY_S = 0.25
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C."""
 
 
 class Ui(Protocol):
@@ -42,139 +42,205 @@ class Ui(Protocol):
 
 
 @dataclass(frozen=True)
-class PipelineOptions:
-    queue_size: int = 8
-    drop_policy: str = "block"
-    batch: int = 1
+class StreamPlan:
+    """What the run decided for one stream (stream.plan)."""
+
+    name: str
+    live: bool  # keep the newest frames; judged on latency
+    buffer: int
+    target_fps: float
+    judge_latency: bool
+    total: int | None = None  # frames expected, for progress and ETA
     max_frames: int | None = None
     loop: bool = False
-    target_fps: float = 30.0
-    pace: bool = False
-    latency_budget_ms: float | None = None  # None: the realtime rule's default
+    pace_fps: float | None = None
+    latency_budget_ms: float | None = None
+
+
+@dataclass
+class StreamInput:
+    plan: StreamPlan
+    source: Source
+    sinks: list[Sink]
+    reopen: Callable[[], Source] | None = None  # for reconnecting a live source
+
+
+@dataclass
+class StreamOutcome:
+    name: str
+    stats: StatsCollector
+    frames_read: int
+    stale_discarded: int
+    state: str
+    reconnects: int
+    stalls: int
+    drops: dict[str, int]
+    error: BaseException | None
+    end_reason: str
+    source: Source
 
 
 @dataclass
 class RunOutcome:
     status: str  # completed | interrupted | error
     end_reason: str
-    stats: StatsCollector
+    stats: StatsCollector  # the whole run (all streams)
     frames_read: int
     stale_discarded: int = 0  # live frames buffered before the run started, skipped unprocessed
     error: BaseException | None = None
     warnings: list[str] = field(default_factory=list)
+    streams: list[StreamOutcome] = field(default_factory=list)
 
 
-def run_pipeline(source: Source, backend: Backend, preprocessor: Preprocessor, categories: list[str],
-                 renderer: Renderer, sinks: list[Sink], ui: Ui, opts: PipelineOptions) -> RunOutcome:
-    stop = threading.Event()
-    frames = FrameQueue(opts.queue_size, opts.drop_policy, stop)
-    results: FrameQueue[Classified] = FrameQueue(max(2 * opts.batch, 4), "block", stop)
-    total = None if opts.loop or source.info.live else source.info.frame_count
-    if total is not None and opts.max_frames is not None:
-        total = min(total, opts.max_frames)
-    # Latency means something only where frames arrive in real time.
-    target = Target(opts.target_fps, judge_latency=source.info.live or opts.pace, batch=opts.batch,
-                    budget_ms=opts.latency_budget_ms)
-    stats = StatsCollector(frames.qsize, opts.queue_size, lambda: frames.dropped, backend.cuda_peak_mb, total, target)
-    # Live sources must not wait for a full batch: take what is queued now.
-    batch_wait = 0.0 if opts.drop_policy == "latest" else 0.05
-    pace_fps = (source.info.fps or 30.0) if opts.pace and not source.info.live else None
-    capture = CaptureThread(source, frames, stats, stop, opts.max_frames, opts.loop, pace_fps)
-    inference = InferenceThread(frames, results, preprocessor, backend, categories, stats, stop,
-                                opts.batch, batch_wait)
-    loop = _RenderLoop(renderer, sinks, stats, ui)
-    stats.start()
-    capture.start()
-    inference.start()
-    status, end_reason = "completed", "end of input"
-    main_errors: list[BaseException] = []  # the render loop's and the sinks' own failures
-    try:
-        end_reason = loop.run(results)
-    except Terminated:
-        status, end_reason = "interrupted", END_SIGTERM
-    except KeyboardInterrupt:
-        status, end_reason = "interrupted", END_SIGINT
-    except Exception as exc:  # noqa: BLE001 - reported like a worker's error, after finalisation
-        main_errors.append(exc)
-    finally:
-        # A second Ctrl-C must not cut the finalisation short.
-        previous = _ignore_signals()
-        try:
-            stop.set()
-            for worker in (capture, inference):
-                worker.join(JOIN_TIMEOUT_S)
-            if not main_errors:  # a failing sink would only fail again on the drained frames
-                _collect(main_errors, loop.drain, results)
-            _collect(main_errors, loop.close)
-        finally:
-            _restore_signals(previous)
-    outcome = RunOutcome(status, end_reason, stats, capture.frames_read, capture.stale_discarded)
-    error = capture.error or inference.error or (main_errors[0] if main_errors else None) or capture.stream_error
-    if error is not None:
-        outcome.status, outcome.error = "error", error
-        outcome.end_reason = f"{type(error).__name__}: {error}"
-    for worker in (capture, inference):
-        if worker.is_alive():
-            outcome.warnings.append(f"{worker.name} thread did not stop within {JOIN_TIMEOUT_S:.0f} s")
-    return outcome
-
-
-class _RenderLoop:
-    def __init__(self, renderer: Renderer, sinks: list[Sink], stats: StatsCollector, ui: Ui) -> None:
-        self.renderer, self.sinks, self.stats, self.ui = renderer, sinks, stats, ui
-        self.readout = Readout()
+class Pipeline:
+    def __init__(self, streams: list[StreamInput], backend: Backend, preprocessor, categories: list[str],
+                 renderer: Renderer, ui: Ui, batching: Batching, reconnect: Reconnect = Reconnect()) -> None:
+        self.stop_event = threading.Event()
+        self.inputs = streams
+        self.mux = StreamMux([Lane(s.plan.live, s.plan.buffer) for s in streams], self.stop_event)
+        self.results: FrameQueue = FrameQueue(max(2 * batching.size, 4), "block", self.stop_event)
+        self.stats = [self._collector(i, s.plan, backend, batching.size) for i, s in enumerate(streams)]
+        total = None if any(s.plan.total is None for s in streams) else sum(s.plan.total for s in streams)
+        fastest = max(streams, key=lambda s: s.plan.target_fps).plan
+        self.totals = StatsCollector(lambda: sum(self.mux.fill(i) for i in range(len(streams))),
+                                     sum(s.plan.buffer for s in streams),
+                                     lambda: sum(self.mux.dropped(i) for i in range(len(streams))),
+                                     backend.device_peak_mb, total,
+                                     Target(fastest.target_fps, any(s.plan.judge_latency for s in streams),
+                                            batching.size, fastest.latency_budget_ms))
+        self.captures = [
+            CaptureThread(i, s.source, s.reopen or _no_reopen(s.source), self.mux, [self.stats[i], self.totals],
+                          self.stop_event,
+                          s.plan.max_frames, s.plan.loop, s.plan.pace_fps, reconnect if s.reopen else Reconnect())
+            for i, s in enumerate(streams)]
+        self.inference = InferenceThread(self.mux, self.results, preprocessor, backend, categories, self.stats,
+                                         self.totals, self.stop_event, batching)
+        self.renderer, self.ui = renderer, ui
+        self.readouts = [Readout() for _ in streams]
+        self.ended: dict[int, str] = {}
         self._next_ui = 0.0
         self._closed = False
 
-    def run(self, results: FrameQueue[Classified]) -> str:
+    def _collector(self, i: int, plan: StreamPlan, backend: Backend, batch: int) -> StatsCollector:
+        return StatsCollector(lambda: self.mux.fill(i), plan.buffer, lambda: self.mux.dropped(i),
+                              backend.device_peak_mb, plan.total,
+                              Target(plan.target_fps, plan.judge_latency, batch, plan.latency_budget_ms))
+
+    def start(self) -> None:
+        now = time.perf_counter()
+        self.totals.start(now)
+        for stats in self.stats:
+            stats.start(now)
+        for worker in (*self.captures, self.inference):
+            worker.start()
+
+    def run(self) -> str:
+        """The render loop, until every stream has ended; the reason the run ended."""
         while True:
             try:
-                item = results.get(timeout=0.1)
+                item = self.results.get(timeout=0.1)
             except queue.Empty:
                 item = None
-            except Stopped:  # a worker failed; the caller reports its error
+            except Stopped:  # a worker failed; finish() reports its error
                 return "stopped by an error"
             if isinstance(item, EndOfStream):
                 self._refresh(force=True)
-                return item.reason
-            if item is not None and not self.show(item):
+                reasons = set(self.ended.values())
+                return reasons.pop() if len(reasons) == 1 else "every stream ended"
+            if isinstance(item, StreamEnd):
+                self.ended[item.stream] = item.reason
+            elif item is not None and not self.show(item):
                 return "window closed"
             self._refresh()
 
     def show(self, item: Classified) -> bool:
         started = time.perf_counter()
-        annotated = self.renderer.draw(item, self.readout)
-        keep = [sink.write(item, annotated) for sink in self.sinks]
+        stream = item.frame.stream
+        annotated = self.renderer.draw(item, self.readouts[stream])
+        keep = [sink.write(item, annotated) for sink in self.inputs[stream].sinks]
         done = time.perf_counter()
-        self.stats.rendered(item, (done - started) * 1000, done)
+        self.stats[stream].rendered(item, (done - started) * 1000, done)
+        self.totals.rendered(item, (done - started) * 1000, done)
         return all(keep)
+
+    def snapshot(self, now: float | None = None) -> StatsSnapshot:
+        now = time.perf_counter() if now is None else now
+        snap = self.totals.snapshot(now)
+        rows = []
+        for i, (stats, capture) in enumerate(zip(self.stats, self.captures, strict=True)):
+            s = stats.snapshot(now)
+            age = None if capture.last_frame_at is None else now - capture.last_frame_at
+            rows.append(StreamRow(self.inputs[i].plan.name, capture.status(now), s, self.mux.drops(i),
+                                  capture.reconnects, capture.stalls, age))
+        return snap.with_streams(rows)
 
     def _refresh(self, force: bool = False) -> None:
         now = time.perf_counter()
         if force or now >= self._next_ui:
-            snap = self.stats.snapshot(now)
-            self.readout = Readout(snap.fps_1s.pipeline, snap.latency_ms["end_to_end"].p50)
+            snap = self.snapshot(now)
+            for i, row in enumerate(snap.streams):
+                self.readouts[i] = Readout(row.snap.fps_1s.pipeline, row.snap.latency_ms["end_to_end"].p50)
             self.ui.update(snap)
             self._next_ui = now + UI_EVERY_S
 
-    def drain(self, results: FrameQueue[Classified]) -> None:
-        """Frames already classified when the run stopped still reach the sinks."""
-        for item in results.drain():
-            self.show(item)
+    def finish(self, status: str, end_reason: str, main_error: BaseException | None = None) -> RunOutcome:
+        """Stop every thread, drain what was classified to the sinks, close them all; the outcome."""
+        errors = [main_error] if main_error is not None else []
+        self.stop_event.set()
+        for worker in (*self.captures, self.inference):
+            worker.join(JOIN_TIMEOUT_S)
+        if not errors:  # a failing sink would only fail again on the drained frames
+            _collect(errors, self._drain)
+        _collect(errors, self._close)
+        outcome = RunOutcome(status, end_reason, self.totals, sum(c.frames_read for c in self.captures),
+                             sum(c.stale_discarded for c in self.captures))
+        for i, capture in enumerate(self.captures):
+            outcome.streams.append(StreamOutcome(
+                self.inputs[i].plan.name, self.stats[i], capture.frames_read, capture.stale_discarded,
+                capture.status(), capture.reconnects, capture.stalls, self.mux.drops(i),
+                capture.error or capture.stream_error, capture.end_reason, capture.source))
+        lost = [c.stream_error for c in self.captures if c.stream_error is not None]
+        failed = next((w.error for w in (*self.captures, self.inference) if w.error is not None), None)
+        error = failed or (errors[0] if errors else None)
+        if error is None and lost:
+            # The other streams ran on; the run still reports the lost one as its fault (exit 3).
+            error = lost[0] if len(self.captures) == 1 else StreamError(
+                f"{len(lost)} of {len(self.captures)} streams lost: " + "; ".join(str(e) for e in lost))
+        if error is not None:
+            outcome.status, outcome.error = "error", error
+            outcome.end_reason = f"{type(error).__name__}: {error}"
+        for worker in (*self.captures, self.inference):
+            if worker.is_alive():
+                outcome.warnings.append(f"{worker.name} thread did not stop within {JOIN_TIMEOUT_S:.0f} s")
+        return outcome
 
-    def close(self) -> None:
+    def _drain(self) -> None:
+        """Frames already classified when the run stopped still reach the sinks."""
+        for item in self.results.drain():
+            if isinstance(item, Classified):
+                self.show(item)
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._refresh(force=True)
-        errors = []
-        for closer in [sink.close for sink in self.sinks] + [self.ui.close]:
+        failures = []
+        closers = [sink.close for s in self.inputs for sink in s.sinks] + [self.ui.close]
+        for closer in dict.fromkeys(closers):  # a sink shared by several streams closes once
             try:
                 closer()
             except Exception as exc:  # noqa: BLE001 - every sink must get its chance to finalise
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+
+
+def _no_reopen(source: Source) -> Callable[[], Source]:
+    def reopen() -> Source:
+        raise StreamError(f"{source.info.uri} cannot be reopened")
+
+    return reopen
 
 
 def _collect(errors: list[BaseException], fn, *args) -> None:
@@ -184,12 +250,61 @@ def _collect(errors: list[BaseException], fn, *args) -> None:
         errors.append(exc)
 
 
-def _ignore_signals():
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+def execute(pipeline: Pipeline, finishing=None) -> RunOutcome:
+    """Start, run and finish a pipeline; Ctrl-C and SIGTERM (as Terminated) end it as "interrupted".
+    `finishing` wraps the finish (the CLI ignores further signals there, so a second Ctrl-C cannot cut
+    the finalisation short)."""
+    status, end_reason, main_error = "completed", "end of input", None
+    pipeline.start()
+    try:
+        end_reason = pipeline.run()
+    except Terminated:
+        status, end_reason = "interrupted", END_SIGTERM
+    except KeyboardInterrupt:
+        status, end_reason = "interrupted", END_SIGINT
+    except Exception as exc:  # noqa: BLE001 - the render loop's own failure, reported like a worker's
+        main_error = exc
+    finally:
+        with finishing() if finishing else _nothing():
+            outcome = pipeline.finish(status, end_reason, main_error)
+    return outcome
 
 
-def _restore_signals(previous) -> None:
-    for sig, handler in (previous or {}).items():
-        signal.signal(sig, handler)
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """One stream's settings, for `run_pipeline`."""
+
+    queue_size: int = 8
+    drop_policy: str = "block"
+    batch: int = 1
+    max_frames: int | None = None
+    loop: bool = False
+    target_fps: float = 30.0
+    pace: bool = False
+    latency_budget_ms: float | None = None
+
+
+def run_pipeline(source: Source, backend: Backend, preprocessor, categories: list[str], renderer: Renderer,
+                 sinks: list[Sink], ui: Ui, opts: PipelineOptions) -> RunOutcome:
+    """One stream, start to finish; the outcome's stats are that stream's."""
+    live = opts.drop_policy == "latest"
+    total = None if opts.loop or source.info.live else source.info.frame_count
+    if total is not None and opts.max_frames is not None:
+        total = min(total, opts.max_frames)
+    plan = StreamPlan(source.info.uri, live, opts.queue_size, opts.target_fps, source.info.live or opts.pace, total,
+                      opts.max_frames, opts.loop, (source.info.fps or 30.0) if opts.pace and not source.info.live
+                      else None, opts.latency_budget_ms)
+    # Live sources must not wait for a full batch: take what is queued now.
+    batching = Batching(opts.batch, 0.0 if live else 0.05)
+    pipeline = Pipeline([StreamInput(plan, source, sinks)], backend, preprocessor, categories, renderer, ui, batching)
+    outcome = execute(pipeline)
+    outcome.stats = outcome.streams[0].stats
+    return outcome

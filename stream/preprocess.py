@@ -17,14 +17,7 @@ import numpy as np
 import scipy.sparse as sparse
 
 from models.spec import PreprocessSpec
-from stream.resample import crop_offsets, crop_plan, resized_size
-
-
-def normalisation(spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, shift), each 3×1×1 float32: `pixel * scale + shift` is `(pixel / 255 - mean) / std`."""
-    std = np.asarray(spec.std, np.float32).reshape(3, 1, 1)
-    mean = np.asarray(spec.mean, np.float32).reshape(3, 1, 1)
-    return 1.0 / (255.0 * std), -mean / std
+from stream.resample import crop_box, crop_plan, normalisation
 
 
 class _SparseResize:
@@ -78,14 +71,6 @@ class Preprocessor:
             batch[i] *= self._scale
             batch[i] += self._shift
         return batch
-
-
-def crop_box(height: int, width: int, resize: int, crop: int) -> tuple[float, float, float, float]:
-    """Source-pixel (x0, y0, scale_x, scale_y) of torchvision's resize-then-centre-crop."""
-    new_h, new_w = resized_size(height, width, resize)
-    top, left = crop_offsets(new_h, new_w, crop)
-    scale_x, scale_y = width / new_w, height / new_h
-    return left * scale_x, top * scale_y, scale_x, scale_y
 
 
 class FastPreprocessor:

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from models.spec import PreprocessSpec
-from stream.preprocess import crop_box, normalisation
-from stream.resample import crop_plan
+from stream.resample import crop_box, crop_plan, normalisation
 
 
 class _DenseResize:

@@ -32,12 +32,7 @@ class FrameQueue(Generic[T]):
         self._policy = policy
         self._stop = stop
         self._lock = threading.Lock()
-        self.maxsize = maxsize
         self.dropped = 0
-
-    @property
-    def policy(self) -> str:
-        return self._policy
 
     def qsize(self) -> int:
         return self._q.qsize()

@@ -7,10 +7,12 @@ import math
 from dataclasses import dataclass
 
 from stream.backends import LoadRecord
+from stream.histogram import METHOD
 from stream.pipeline import RunOutcome
 from stream.realtime import Measured, judge
 from stream.runinfo import RunInfo
-from stream.stats import STAGES, peak_rss_mb
+from stream.sources import SourceInfo
+from stream.stats import STAGES, StatsCollector, peak_rss_mb
 
 
 @dataclass(frozen=True)
@@ -31,40 +33,76 @@ def json_safe(value):
     return value
 
 
-def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: int | None,
-                 process_start: float, cuda_peak_mb: float | None) -> dict:
-    stats = outcome.stats
+def _figures(stats: StatsCollector, stale_at_start: int, written: int | None) -> dict:
+    """Frames, rates, latencies and the real-time verdict of one collector (a stream, or the whole run)."""
     snap = stats.snapshot(stats.last_rendered_at)
     latency = stats.latencies()
-    first = stats.first_rendered_at
     seen = snap.frames_read
     run_s = (stats.last_rendered_at or 0.0) - (stats.started_at or 0.0)
     verdict = judge(stats.target, Measured(
         fps=snap.fps_total.pipeline, drop_ratio=snap.frames_dropped / seen if seen else 0.0,
         model_p95_ms=latency["inference"].p95, e2e_p95_ms=latency["end_to_end"].p95, model_fps=snap.model_fps,
         frames=snap.frames_rendered, seconds=run_s))
+    return {
+        "frames": {"read": snap.frames_read, "processed": snap.frames_processed,
+                   "dropped": snap.frames_dropped, "written": written, "shown": snap.frames_rendered,
+                   "stale_at_start": stale_at_start},
+        "fps": {"capture": snap.fps_total.capture, "inference": snap.fps_total.inference,
+                "pipeline": snap.fps_total.pipeline, "model_only": snap.model_fps},
+        "latency_ms": {stage: latency[stage].as_dict() for stage in STAGES},
+        "realtime": verdict.as_dict(),
+    }
+
+
+def _source(source: SourceInfo, policy: str) -> dict:
+    return {"uri": source.uri, "kind": source.kind, "fps": source.fps, "frames": source.frame_count,
+            "width": source.width, "height": source.height, "live": source.live, "drop_policy": policy}
+
+
+def _all_streams_verdict(streams: list[dict]) -> dict:
+    verdicts = [s["realtime"] for s in streams]
+    behind = [f"{s['name']}: {s['realtime']['reason']}" for s in streams if s["realtime"]["verdict"] != "real-time"]
+    kinds = {v["verdict"] for v in verdicts}
+    verdict = "real-time" if kinds == {"real-time"} else ("undecided" if kinds == {"undecided"} else "not real-time")
+    reason = (f"every one of the {len(streams)} streams is real-time" if not behind else
+              f"{len(streams) - len(behind)} of {len(streams)} streams real-time; " + " | ".join(behind))
+    return {"target_fps": max(v["target_fps"] for v in verdicts), "verdict": verdict, "reason": reason,
+            "latency_judged": any(v["latency_judged"] for v in verdicts), "budget_ms": None, "live_estimate_ms": None}
+
+
+def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: list[int | None],
+                 process_start: float, device_peak_mb: float | None) -> dict:
+    """Totals at the top level; with several streams, each stream's own figures under `streams`."""
+    first = outcome.stats.first_rendered_at
+    sources = info.streams or ((info.source.uri, info.source, info.drop_policy),)
+    known = [w for w in written if w is not None]
+    streams = []
+    for (name, source, policy), o, w in zip(sources, outcome.streams, written, strict=True):
+        streams.append({"name": name, "state": o.state, "reconnects": o.reconnects, "stalls": o.stalls,
+                        "drops": o.drops, "end_reason": o.end_reason,
+                        "error": None if o.error is None else f"{type(o.error).__name__}: {o.error}",
+                        "source": _source(source, policy), **_figures(o.stats, o.stale_discarded, w)})
+    totals = _figures(outcome.stats, outcome.stale_discarded, sum(known) if known else None)
     report = {
         "status": outcome.status,
         "end_reason": outcome.end_reason,
-        "source": {"uri": info.source.uri, "kind": info.source.kind, "fps": info.source.fps,
-                   "frames": info.source.frame_count, "width": info.source.width, "height": info.source.height,
-                   "live": info.source.live, "drop_policy": info.drop_policy},
+        "source": (streams[0]["source"] if len(streams) == 1 else
+                   {"kind": "streams", "count": len(streams), "uris": [s["source"]["uri"] for s in streams],
+                    "live": any(s["source"]["live"] for s in streams)}),
         "model": {"name": info.model, "weights": info.weights, "random_weights": info.random_weights,
                   "backend": info.backend, "device": info.device, "precision": info.precision,
                   "batch": info.batch, "resize": info.resize, "interpolation": info.interpolation},
         "load": {"weights_s": load.backend.weights_s, "build_s": load.backend.build_s, "warmup_s": load.warmup_s,
                  "startup_s": load.startup_s, "first_frame_s": None if first is None else first - process_start,
                  "cache": load.backend.cache, "artifact": load.backend.artifact},
-        "frames": {"read": snap.frames_read, "processed": snap.frames_processed,
-                   "dropped": snap.frames_dropped, "written": written, "shown": snap.frames_rendered,
-                   "stale_at_start": outcome.stale_discarded},
-        "fps": {"capture": snap.fps_total.capture, "inference": snap.fps_total.inference,
-                "pipeline": snap.fps_total.pipeline, "model_only": snap.model_fps},
-        "latency_ms": {stage: latency[stage].as_dict() for stage in STAGES},
-        "memory": {"peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": cuda_peak_mb},
-        "realtime": verdict.as_dict(),
+        **totals,
+        "memory": {"peak_rss_mb": peak_rss_mb(), "device_peak_mb": device_peak_mb},
+        "latency_method": METHOD,
         "warnings": outcome.warnings,
     }
+    if len(streams) > 1:
+        report["realtime"] = _all_streams_verdict(streams)
+        report["streams"] = streams
     return json_safe(report)
 
 
@@ -99,7 +137,7 @@ def summary(report: dict) -> str:
         + f", warm-up {num(load['warmup_s'])} s (excluded from the figures), "
         f"first annotated frame after {num(load['first_frame_s'])} s",
         f"memory  peak RSS {mem['peak_rss_mb']:.0f} MB"
-        + ("" if mem["cuda_peak_mb"] is None else f", CUDA peak {mem['cuda_peak_mb']:.0f} MB"),
+        + ("" if mem["device_peak_mb"] is None else f", device peak {mem['device_peak_mb']:.0f} MB"),
         f"verdict {rt['verdict'].upper()} at {rt['target_fps']:.1f} fps: {rt['reason']}",
     ]
     if m["random_weights"]:

@@ -6,7 +6,8 @@ centre. Each output pixel of the crop depends on a band of source pixels only, s
 are Pillow's own (`precompute_coeffs` in libImaging/Resample.c) for just the crop's outputs: a
 preprocessor that applies them sees the pixels the model's weights were trained and scored on,
 without resizing the rest of the frame. Plain numpy: the CPU path applies them as sparse matrices,
-the GPU path as dense ones, so both share this one definition.
+the GPU path as dense ones, so both share this one definition (with the crop box of the fast paths
+and the normalisation coefficients).
 """
 
 from __future__ import annotations
@@ -89,6 +90,21 @@ def axis_weights(in_size: int, out_size: int, first: int, count: int, interpolat
     sums = weights.sum(axis=1, keepdims=True)
     weights = np.divide(weights, sums, out=weights, where=sums != 0)
     return Axis(start, weights)
+
+
+def crop_box(height: int, width: int, resize: int, crop: int) -> tuple[float, float, float, float]:
+    """Source-pixel (x0, y0, scale_x, scale_y) of torchvision's resize-then-centre-crop."""
+    new_h, new_w = resized_size(height, width, resize)
+    top, left = crop_offsets(new_h, new_w, crop)
+    scale_x, scale_y = width / new_w, height / new_h
+    return left * scale_x, top * scale_y, scale_x, scale_y
+
+
+def normalisation(spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift), each 3×1×1 float32: `pixel * scale + shift` is `(pixel / 255 - mean) / std`."""
+    std = np.asarray(spec.std, np.float32).reshape(3, 1, 1)
+    mean = np.asarray(spec.mean, np.float32).reshape(3, 1, 1)
+    return 1.0 / (255.0 * std), -mean / std
 
 
 def crop_plan(height: int, width: int, spec: PreprocessSpec) -> CropPlan:

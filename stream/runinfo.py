@@ -20,3 +20,5 @@ class RunInfo:
     drop_policy: str
     resize: str = "faithful"  # preprocessing: "faithful" to the weights' transform, or "fast"
     interpolation: str = "bilinear"  # the weights' resize filter
+    # Every stream as (name, source, drop policy); empty means the one `source` above.
+    streams: tuple[tuple[str, SourceInfo, str], ...] = ()

@@ -109,4 +109,7 @@ def sample_set(cache_dir: str | Path | None = None) -> Path:
 
 
 def _cache_base(cache_dir: str | Path | None) -> Path:
-    return Path(cache_dir or os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stream-classifier"
+    """The one cache root (--cache-dir, else $STREAM_CLASSIFIER_CACHE, else the user cache), as exports use."""
+    from stream.backends.cache import default_root
+
+    return Path(cache_dir) if cache_dir else default_root()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from stream.errors import UserError
 from stream.frames import Classified
+from stream.streams import output_path
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
@@ -26,7 +28,48 @@ class Sink(Protocol):
         """False asks the pipeline to stop (a closed window)."""
         ...
 
+    def summary(self) -> dict:
+        """What the report says of it: kind, path, frames written."""
+        ...
+
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a run writes, as the user gave it; `{stream}` in a path makes one file per stream."""
+
+    video: str | None = None
+    predictions: str | None = None
+    window: bool = False
+
+
+def open_sinks(outputs: Outputs, names: list[str], infos: list, shared: dict | None = None) -> list[list[Sink]]:
+    """Every stream's sinks, opened in one place; a predictions path without `{stream}` is one log for all
+    streams (each line says which). Anything opened is closed again if a later one fails."""
+    opened: dict[str, Sink] = {}
+    per_stream: list[list[Sink]] = []
+    try:
+        for name, info in zip(names, infos, strict=True):
+            sinks: list[Sink] = []
+            video = output_path(outputs.video, name, len(names), "--output")
+            if video:
+                sinks.append(VideoFileSink(video, info.fps or 30.0, info.width, info.height))
+            log = output_path(outputs.predictions, name, len(names), "--predictions")
+            if log:
+                if log not in opened:
+                    opened[log] = PredictionsLog(log, names)
+                sinks.append(opened[log])
+            if outputs.window:
+                sinks.append(WindowSink(f"{name} (q to quit)" if len(names) > 1 else WindowSink.TITLE))
+            per_stream.append(sinks)
+    except BaseException:
+        for sink in dict.fromkeys(s for sinks in per_stream for s in sinks):
+            sink.close()
+        for sink in opened.values():
+            sink.close()
+        raise
+    return per_stream
 
 
 def check_writable(path: str, flag: str) -> None:
@@ -59,6 +102,9 @@ class VideoFileSink:
         if not self._writer.isOpened():
             raise UserError(f"--output {path}: OpenCV cannot write this video; try a .avi or .mp4 path")
 
+    def summary(self) -> dict:
+        return {"kind": "video", "path": self.path, "written": self.written}
+
     def write(self, item: Classified, annotated: np.ndarray) -> bool:
         if annotated.shape[1::-1] != self.size:  # image folders may mix sizes; a video cannot
             annotated = cv2.resize(annotated, self.size, interpolation=cv2.INTER_AREA)
@@ -71,7 +117,9 @@ class VideoFileSink:
 
 
 class WindowSink:
-    def __init__(self, title: str = "stream classifier (q to quit)") -> None:
+    TITLE = "stream classifier (q to quit)"
+
+    def __init__(self, title: str = TITLE) -> None:
         self.check()
         self.title = title
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
@@ -81,6 +129,9 @@ class WindowSink:
         if not display_available():
             raise UserError(f"--display: no usable display (DISPLAY={os.environ.get('DISPLAY', '')!r}); "
                             "run with --no-display, and --output to keep the annotated video")
+
+    def summary(self) -> dict:
+        return {"kind": "window", "title": self.title}
 
     def write(self, item: Classified, annotated: np.ndarray) -> bool:
         cv2.imshow(self.title, annotated)
@@ -96,12 +147,18 @@ class WindowSink:
 class PredictionsLog:
     """One JSON line per processed frame, line-buffered so an abrupt stop loses at most one line."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, names: list[str] | None = None) -> None:
         self.path = path
+        self.names = names or ["stream"]
+        self.written = 0
         self._file = open(path, "w", buffering=1, encoding="utf-8")
+
+    def summary(self) -> dict:
+        return {"kind": "predictions", "path": self.path, "written": self.written}
 
     def write(self, item: Classified, annotated: np.ndarray) -> bool:
         record = {
+            "stream": self.names[item.frame.stream],
             "frame": item.frame.index,
             "time_s": round(item.frame.time_s, 6),
             "top5": [{"index": t.index, "label": t.label, "prob": round(t.prob, 6)} for t in item.prediction.top],
@@ -109,6 +166,7 @@ class PredictionsLog:
             "latency_ms": round((time.perf_counter() - item.frame.captured_at) * 1000, 3),
         }
         self._file.write(json.dumps(record) + "\n")
+        self.written += 1
         return True
 
     def close(self) -> None:

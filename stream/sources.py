@@ -16,6 +16,7 @@ import cv2
 
 from stream.errors import StreamError, UserError
 from stream.frames import Frame
+from stream.truncation import DecodeCheck, check_decoded
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -42,6 +43,8 @@ class SourceInfo:
     frame_count: int | None
     width: int
     height: int
+    seekable: bool = False  # can restart from the beginning (--loop): files and image folders
+    nominal_fps: bool = False  # `fps` is made up (an image folder's slideshow rate), not the media's
 
 
 class Source(Protocol):
@@ -55,8 +58,9 @@ class Source(Protocol):
 
     def discard_backlog(self) -> int: ...
 
-    @property
-    def last_pts_s(self) -> float | None: ...
+    def decode_check(self, frames_read: int) -> DecodeCheck | None:
+        """After the end of input: whether fewer frames decoded than announced is a fault (files only)."""
+        ...
 
 
 class VideoSource:
@@ -64,7 +68,7 @@ class VideoSource:
 
     def __init__(self, uri: str, kind: str, capture: cv2.VideoCapture, live: bool) -> None:
         self._cap = capture
-        self._kind = kind
+        self._live = live
         self._next_index = 0
         self._started = time.perf_counter()
         ok, first = capture.read()
@@ -90,6 +94,7 @@ class VideoSource:
             frame_count=count if count > 0 and not live else None,
             width=w,
             height=h,
+            seekable=kind == "file",
         )
 
     def read(self) -> Frame | None:
@@ -115,13 +120,15 @@ class VideoSource:
     def _note_pts(self) -> None:
         # The decoder's own timestamp, kept for judging truncation. The latest is not always the largest
         # (frames flushed from an H.264 AVI report 0), so keep the largest seen.
-        if self._kind == "file":
+        if not self._live:
             self._max_pts_s = max(self._max_pts_s, self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
 
-    @property
-    def last_pts_s(self) -> float | None:
-        """Timestamp of the furthest frame decoded so far; None where the decoder gives none."""
-        return self._max_pts_s if self._max_pts_s > 0 else None
+    def decode_check(self, frames_read: int) -> DecodeCheck | None:
+        if self.info.live or not self.info.seekable:
+            return None
+        # The furthest decoded timestamp; None where the decoder gives none.
+        last_pts = self._max_pts_s if self._max_pts_s > 0 else None
+        return check_decoded(self.info.uri, self.info.frame_count, self.info.fps, frames_read, last_pts)
 
     def discard_backlog(self, max_frames: int = 300) -> int:
         """Drop the frames a live source buffered while the model loaded; returns how many.
@@ -147,7 +154,7 @@ class VideoSource:
 
     def rewind(self) -> bool:
         """Start the file again (for --loop); frame indices keep counting up."""
-        return self.info.kind == "file" and self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        return self.info.seekable and self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
 
     def close(self) -> None:
         self._cap.release()
@@ -174,6 +181,8 @@ class ImageSource:
             frame_count=len(paths),
             width=w,
             height=h,
+            seekable=True,
+            nominal_fps=True,
         )
 
     def _load_next(self):
@@ -203,16 +212,16 @@ class ImageSource:
     def discard_backlog(self) -> int:
         return 0
 
-    @property
-    def last_pts_s(self) -> float | None:
-        return None
+    def decode_check(self, frames_read: int) -> DecodeCheck | None:
+        return None  # unreadable images are listed as skipped instead
 
     def close(self) -> None:
         pass
 
 
-def open_source(uri: str) -> Source:
-    """Open what the user named; every failure is a UserError naming the fix."""
+def open_source(uri: str, read_timeout_ms: int = URL_TIMEOUT_MS) -> Source:
+    """Open what the user named; every failure is a UserError naming the fix. `read_timeout_ms` bounds
+    how long a silent stream URL blocks a read (the stall limit)."""
     if uri.isdigit():
         cap = cv2.VideoCapture(int(uri))
         if not cap.isOpened():
@@ -222,7 +231,7 @@ def open_source(uri: str) -> Source:
             )
         return VideoSource(f"camera:{uri}", "camera", cap, live=True)
     if uri.lower().startswith(URL_SCHEMES):
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, URL_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, URL_TIMEOUT_MS]
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, URL_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_timeout_ms]
         cap = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             raise UserError(f"cannot open stream {uri}; check the address, credentials and network")

@@ -10,14 +10,14 @@ import resource
 import sys
 import threading
 import time
-from array import array
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import psutil
 
 from stream.frames import Classified, Prediction, TopK
+from stream.histogram import BoundedSamples
 from stream.realtime import Measured, Target, Verdict, judge
 
 STAGES = ("preprocess", "inference", "postprocess", "render", "end_to_end")
@@ -41,6 +41,13 @@ class Percentiles:
         p50, p95, p99 = np.percentile(arr, [50, 95, 99])
         return Percentiles(int(arr.size), float(arr.mean()), float(p50), float(p95), float(p99), float(arr.max()))
 
+    @staticmethod
+    def of_samples(samples: BoundedSamples) -> Percentiles:
+        if samples.count == 0:
+            return Percentiles.of([])
+        p50, p95, p99 = samples.percentiles([50, 95, 99])
+        return Percentiles(samples.count, samples.mean, p50, p95, p99, samples.max)
+
     def as_dict(self) -> dict[str, float]:
         return {"mean": self.mean, "p50": self.p50, "p95": self.p95, "p99": self.p99, "max": self.max}
 
@@ -50,6 +57,19 @@ class Rates:
     capture: float
     inference: float
     pipeline: float
+
+
+@dataclass(frozen=True)
+class StreamRow:
+    """One stream of a multi-stream run, as the dashboard and report show it."""
+
+    name: str
+    state: str
+    snap: StatsSnapshot
+    drops: dict[str, int]  # by cause: "full" (newest kept), "stale" (too old to be live)
+    reconnects: int
+    stalls: int
+    last_frame_age_s: float | None
 
 
 @dataclass(frozen=True)
@@ -68,11 +88,15 @@ class StatsSnapshot:
     queue_size: int
     rss_mb: float
     peak_rss_mb: float
-    cuda_mb: float | None
+    device_mb: float | None
     top: list[TopK] = field(default_factory=list)
     total_frames: int | None = None
     eta_s: float | None = None
     verdict: Verdict | None = None
+    streams: list[StreamRow] = field(default_factory=list)
+
+    def with_streams(self, rows: list[StreamRow]) -> StatsSnapshot:
+        return replace(self, streams=rows)
 
 
 def window_rate(stamps: deque[float], now: float, window: float, since: float) -> float:
@@ -96,12 +120,12 @@ def peak_rss_mb() -> float:
 
 class StatsCollector:
     def __init__(self, queue_fill=lambda: 0, queue_size: int = 0, dropped=lambda: 0,
-                 cuda_mb=lambda: None, total_frames: int | None = None, target: Target | None = None) -> None:
+                 device_mb=lambda: None, total_frames: int | None = None, target: Target | None = None) -> None:
         self._lock = threading.Lock()
         self._queue_fill = queue_fill
         self._queue_size = queue_size
         self._dropped = dropped
-        self._cuda_mb = cuda_mb
+        self._device_mb = device_mb
         self._process = psutil.Process()
         self.total_frames = total_frames
         self.target = target or Target(30.0, judge_latency=False)
@@ -111,8 +135,8 @@ class StatsCollector:
         self._stamps = {k: deque(maxlen=100_000) for k in ("capture", "inference", "pipeline")}
         self._counts = {"capture": 0, "inference": 0, "pipeline": 0}
         self._last = {"capture": 0.0, "inference": 0.0, "pipeline": 0.0}
-        # Compact doubles (8 bytes a sample): a day of 30 fps video keeps its exact percentiles in ~100 MB.
-        self._all: dict[str, array] = {s: array("d") for s in STAGES}
+        # Bounded whatever the run's length (stream.histogram states the error).
+        self._all: dict[str, BoundedSamples] = {s: BoundedSamples() for s in STAGES}
         self._recent: deque[tuple[float, dict[str, float]]] = deque()
         self._model_s = 0.0  # summed per-frame model time
         self._top: list[TopK] = []
@@ -149,7 +173,7 @@ class StatsCollector:
                 self.first_rendered_at = at
             self.last_rendered_at = at
             for stage, value in sample.items():
-                self._all[stage].append(value)
+                self._all[stage].add(value)
             self._recent.append((at, sample))
             while self._recent and self._recent[0][0] < at - RECENT_S:
                 self._recent.popleft()
@@ -169,7 +193,7 @@ class StatsCollector:
     def latencies(self) -> dict[str, Percentiles]:
         """Every post-warm-up sample of the run, per stage."""
         with self._lock:
-            return {s: Percentiles.of(v) for s, v in self._all.items()}
+            return {s: Percentiles.of_samples(v) for s, v in self._all.items()}
 
     def snapshot(self, now: float | None = None) -> StatsSnapshot:
         now = time.perf_counter() if now is None else now
@@ -203,7 +227,7 @@ class StatsCollector:
             queue_size=self._queue_size,
             rss_mb=self._process.memory_info().rss / 2**20,
             peak_rss_mb=peak_rss_mb(),
-            cuda_mb=self._cuda_mb(),
+            device_mb=self._device_mb(),
             top=top,
             total_frames=self.total_frames,
             eta_s=eta,

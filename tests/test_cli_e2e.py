@@ -22,7 +22,7 @@ REPORT_KEYS = {
     "frames": {"read", "processed", "dropped", "written"},
     "fps": {"capture", "inference", "pipeline"},
     "latency_ms": {"preprocess", "inference", "postprocess", "render", "end_to_end"},
-    "memory": {"peak_rss_mb", "cuda_peak_mb"},
+    "memory": {"peak_rss_mb", "device_peak_mb"},
     "realtime": {"target_fps", "verdict", "reason", "latency_judged", "budget_ms", "live_estimate_ms"},
 }
 

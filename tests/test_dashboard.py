@@ -14,7 +14,7 @@ def snapshot(**overrides) -> StatsSnapshot:
         fps_1s=Rates(31.5, 29.25, 28.75), fps_10s=Rates(30.5, 27.5, 27.0), fps_total=Rates(30.0, 26.0, 25.5),
         model_fps=41.5,
         latency_ms={s: Percentiles(10, 11.0, 12.5 + i, 33.25 + i, 40.0, 50.0) for i, s in enumerate(STAGES)},
-        queue_fill=3, queue_size=8, rss_mb=1234.0, peak_rss_mb=1400.0, cuda_mb=None,
+        queue_fill=3, queue_size=8, rss_mb=1234.0, peak_rss_mb=1400.0, device_mb=None,
         top=[TopK(285, "Egyptian cat", 0.42), TopK(281, "tabby", 0.31)],
         total_frames=600, eta_s=95.0,
         verdict=Verdict(30.0, "not real-time", "27.0 fps < 28.5 (0.95 × 30)", False, 97.0, 330.0),
@@ -36,11 +36,11 @@ def render(renderable) -> str:
 
 
 def test_dashboard_shows_every_field():
-    text = render(build_dashboard(snapshot(cuda_mb=512.0), info()))
+    text = render(build_dashboard(snapshot(device_mb=512.0), info()))
     for expected in ["clip.mp4", "alexnet", "torch on cpu", "fp32", "batch 4",
                      "31.5", "29.2", "28.8", "27.0", "41.5",  # fps windows and model-only fps
                      "12.5", "33.2", "end to end",  # latency p50/p95
-                     "3/8", "dropped 7", "RSS 1234 MB", "peak 1400 MB", "CUDA peak 512 MB",
+                     "3/8", "dropped 7", "RSS 1234 MB", "peak 1400 MB", "device peak 512 MB",
                      "Egyptian cat", "42.0%", "tabby", "288/600", "ETA 1:35",
                      "NOT REAL-TIME", "27.0 fps < 28.5"]:
         assert expected in text, expected

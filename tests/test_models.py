@@ -50,7 +50,7 @@ def test_torch_backend_returns_the_modules_own_logits():
     assert np.abs(logits - expected).max() < 1e-3  # channels-last changes summation order only
     assert model.categories[int(logits[1].argmax())] == "espresso"
     assert backend.warmup(1, 2) > 0
-    assert backend.cuda_peak_mb() is None
+    assert backend.device_peak_mb() is None
 
 
 def test_backend_factory_and_device_errors():

@@ -69,7 +69,7 @@ class GrayBackend:
     def warmup(self, batch_size, iterations):
         return 0.0
 
-    def cuda_peak_mb(self):
+    def device_peak_mb(self):
         return None
 
     def close(self):

@@ -246,7 +246,7 @@ def test_engine_cache_hit_miss_mismatch_and_corrupt(tmp_path, capsys):
     first = _backend(str(tmp_path), "fp16", batch=2, name="alexnet", weights="random")
     assert first.load.cache == "miss" and first.load.build_s > 0
     # AlexNet's 61 M weights in fp16 live outside torch's allocator: they must be in the CUDA figure.
-    assert first.cuda_peak_mb() >= 0.8 * 61e6 * 2 / 2**20
+    assert first.device_peak_mb() >= 0.8 * 61e6 * 2 / 2**20
     assert "once per model, GPU and TensorRT version" in capsys.readouterr().out
     second = _backend(str(tmp_path), "fp16", batch=2, name="alexnet", weights="random")
     assert second.load.cache == "hit" and second.load.build_s is None
@@ -287,7 +287,7 @@ def test_pipeline_end_to_end_with_trt(cat_clip, tmp_path):
         assert data["frames"]["written"] == data["frames"]["read"] == 24
         labels = [json.loads(line)["top"][0]["label"] for line in preds.read_text().splitlines()]
         assert sum(label in CAT_LABELS for label in labels) >= 0.9 * len(labels), labels
-        assert data["memory"]["cuda_peak_mb"] > 0 and data["latency_ms"]["preprocess"]["p50"] > 0
+        assert data["memory"]["device_peak_mb"] > 0 and data["latency_ms"]["preprocess"]["p50"] > 0
         reports.append(data)
         print("TRT pipeline:", json.dumps({k: data[k] for k in ("fps", "load", "memory")}))
     assert reports[0]["load"]["cache"] == "miss" and reports[0]["load"]["build_s"] > 0

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.spec import ModelInfo, ModelRequest
+from models.spec import ModelInfo
 from stream.errors import UserError
 
 
@@ -53,7 +53,9 @@ class Backend(Protocol):
         """Run untimed iterations so that lazy initialisation is out of the figures; seconds spent."""
         ...
 
-    def cuda_peak_mb(self) -> float | None: ...
+    def device_peak_mb(self) -> float | None:
+        """Peak accelerator memory of this backend in MB (whatever the device: CUDA today); None on CPU."""
+        ...
 
     def close(self) -> None: ...
 
@@ -79,7 +81,9 @@ def _tensorrt() -> type:
 
 
 # name → loader of the backend's class; loaders import lazily so GPU libraries load only on demand.
+# The one list of backend names: the config, the command lines and bench read it from here.
 BACKENDS: dict[str, Callable[[], type]] = {"torch": _torch, "onnxruntime": _onnxruntime, "tensorrt": _tensorrt}
+BACKEND_NAMES = tuple(BACKENDS)
 
 
 def backend_class(name: str) -> type:
@@ -89,10 +93,6 @@ def backend_class(name: str) -> type:
     except KeyError:
         raise UserError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}") from None
     return loader()
-
-
-def load_backend(name: str, request: ModelRequest, options: BackendOptions) -> Backend:
-    return backend_class(name)(request, options)
 
 
 def timed_warmup(infer: Callable[[Any], np.ndarray], dummy: Any, iterations: int) -> float:

@@ -98,7 +98,7 @@ class OnnxRuntimeBackend:
     def warmup(self, batch_size: int, iterations: int) -> float:
         return timed_warmup(self.infer, np.zeros((batch_size, *self._input_shape), np.float32), iterations)
 
-    def cuda_peak_mb(self) -> float | None:
+    def device_peak_mb(self) -> float | None:
         return None  # ONNX Runtime does not expose its CUDA arena's peak through the Python API
 
     def close(self) -> None:

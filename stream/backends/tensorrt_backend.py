@@ -205,7 +205,7 @@ class TensorRTBackend:
         dummy = self._torch.zeros((batch_size, *self._input_shape), device=self.device)
         return timed_warmup(self.infer, dummy, iterations)
 
-    def cuda_peak_mb(self) -> float | None:
+    def device_peak_mb(self) -> float | None:
         # Tensors torch allocated (frames, inputs, outputs) plus what TensorRT holds outside torch's
         # allocator: the engine's weights and the context's activations, measured around the load.
         return (self._torch.cuda.max_memory_allocated(self.device) + self._engine_bytes) / 2**20

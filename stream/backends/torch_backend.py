@@ -56,7 +56,7 @@ class TorchBackend:
         dummy = np.zeros((batch_size, 3, self._input_size, self._input_size), np.float32)
         return timed_warmup(self.infer, dummy, iterations)
 
-    def cuda_peak_mb(self) -> float | None:
+    def device_peak_mb(self) -> float | None:
         if not self.device.startswith("cuda"):
             return None
         return torch.cuda.max_memory_allocated(self.device) / 2**20

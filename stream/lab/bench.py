@@ -183,7 +183,7 @@ def _row(s: BenchSettings, c: Combo, r: dict) -> dict:
                 "rss_after_load_mb": mean_std([w["rss_after_load_mb"] for w in warms]),
                 "first_start_peak_rss_mb": first["memory"]["peak_rss_mb"],
                 **{k: max((w["memory"].get(k) or 0.0) for w in warms) or None
-                   for k in ("cuda_peak_mb", "cuda_allocated_peak_mb", "cuda_reserved_peak_mb")}},
+                   for k in ("device_peak_mb", "cuda_allocated_peak_mb", "cuda_reserved_peak_mb")}},
     )
     pipe = r["pipeline"]
     if pipe is not None:

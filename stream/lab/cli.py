@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from stream.cli import OneLineParser
+from stream.argparsing import OneLineParser
 from stream.config import BACKENDS, PRECISIONS, RESIZE_MODES, TRT_CONVERTERS
 from stream.errors import UserError
 
@@ -170,7 +170,8 @@ def _bench(args, models, out: Path, report: dict) -> int:
         raise UserError(f"--inputs {args.inputs}: no such file or folder")
     settings = BenchSettings(
         combos=combos(models, args.backends, args.precision, args.batch), out=out,
-        inputs=args.inputs or default_inputs(), frames=args.frames, warmup=args.warmup, repeats=args.repeats,
+        inputs=args.inputs or default_inputs(args.cache_dir), frames=args.frames, warmup=args.warmup,
+        repeats=args.repeats,
         starts=args.starts, target_fps=args.target_fps or 30.0, pipeline_frames=args.pipeline_frames,
         pipeline_video=args.pipeline_video, device=args.device, threads=args.threads, cache_dir=args.cache_dir,
         trt_converter=args.trt_converter, resize=args.resize, timeout=args.timeout)
@@ -197,7 +198,7 @@ def _eval(args, models, out: Path, report: dict) -> int:
     if not args.data and not args.labels:
         from stream.sample import sample_set
 
-        args.data = str(sample_set())
+        args.data = str(sample_set(args.cache_dir))
         print(f"no --data or --labels given: using the sample set {args.data} (real photographs, hand-labelled)")
     data = scan_folder(args.data) if args.data else read_csv(args.labels)
     settings = EvalSettings(models=models, backends=args.backends, data=data, out=out, precision=args.precision,

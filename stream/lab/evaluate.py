@@ -97,7 +97,7 @@ def score_result(data: LabelledSet, result: dict) -> dict:
         "latency": Latency.of(result["batch_s"], result["batch_sizes"]).as_dict(),
         "preprocess_ms_per_image": result["preprocess_ms_per_image"],
         "load": result["load"], "import_s": result["import_s"], "peak_rss_mb": result["memory"]["peak_rss_mb"],
-        "cuda_peak_mb": result["memory"].get("cuda_peak_mb"),
+        "device_peak_mb": result["memory"].get("device_peak_mb"),
         "unknown_labels": {u: counts[u] for u in res.unknown},
         "ambiguous_labels": {a: counts[a] for a in res.ambiguous},
         "unreadable_images": result["skipped"], "worker": result["pid"],

@@ -11,10 +11,10 @@ from stream.errors import UserError
 from stream.sources import image_files, is_image
 
 
-def default_inputs() -> str:
+def default_inputs(cache_dir: str | None = None) -> str:
     from stream.sample import sample_clip
 
-    return str(sample_clip())
+    return str(sample_clip(cache_dir))
 
 
 def _spaced(total: int, count: int) -> list[int]:

@@ -88,7 +88,7 @@ def measure(job: Job, result: dict) -> None:
             _eval_pass(job, backend, preprocess, result)
         else:
             _bench_batches(job, backend, preprocess, frames, result)
-        result["memory"] = {"peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": backend.cuda_peak_mb(), **_cuda(backend)}
+        result["memory"] = {"peak_rss_mb": peak_rss_mb(), "device_peak_mb": backend.device_peak_mb(), **_cuda(backend)}
         result["torch_threads"] = _torch_threads()
     finally:
         backend.close()

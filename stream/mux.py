@@ -1,0 +1,178 @@
+"""Per-stream frame buffers feeding one batcher, in the manner of DeepStream's nvstreammux.
+
+Each stream has a small buffer of its own: a live stream keeps its newest frames (the oldest is
+dropped, counted as "full"), a file stream is lossless (its capture waits for room). The batcher
+takes frames from the streams in turn, so no stream is starved, and hands a batch over when it is
+full or when `timeout_s` has passed since its first frame: it never waits for a stream that has
+nothing. Live frames older than the staleness limit are dropped before inference, counted as
+"stale". One lock and one condition for all buffers; every wait is bounded and watches the stop Event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from stream.frames import Frame
+from stream.queues import Stopped
+
+POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Lane:
+    """How one stream's buffer behaves."""
+
+    live: bool  # keep the newest frames (drop the oldest) rather than wait for room
+    size: int
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    stream: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class MuxBatch:
+    frames: list[Frame]
+    ended: list[StreamEnd] = field(default_factory=list)
+    finished: bool = False  # every stream has ended and every frame was taken
+
+
+@dataclass
+class _Buffer:
+    lane: Lane
+    frames: deque = field(default_factory=deque)
+    closed: str | None = None  # the end reason, once the capture side is done
+    reported: bool = False
+    waiting: bool = False  # the producer is blocked for room: downstream is busy, not the source silent
+    dropped_full: int = 0
+    dropped_stale: int = 0
+
+
+class StreamMux:
+    def __init__(self, lanes: list[Lane], stop: threading.Event) -> None:
+        if not lanes or any(lane.size < 1 for lane in lanes):
+            raise ValueError("every stream needs a buffer of at least one frame")
+        self._buffers = [_Buffer(lane) for lane in lanes]
+        self._cond = threading.Condition()
+        self._stop = stop
+        self._next = 0  # the stream served first in the next round
+
+    # ---- producer side (one capture thread per stream)
+
+    def put(self, stream: int, frame: Frame) -> None:
+        buf = self._buffers[stream]
+        with self._cond:
+            if buf.lane.live:
+                while len(buf.frames) >= buf.lane.size:
+                    buf.frames.popleft()
+                    buf.dropped_full += 1
+            else:
+                buf.waiting = True
+                try:
+                    while len(buf.frames) >= buf.lane.size:
+                        if self._stop.is_set():
+                            raise Stopped
+                        self._cond.wait(POLL_S)
+                finally:
+                    buf.waiting = False
+            buf.frames.append(frame)
+            self._cond.notify_all()
+
+    def close(self, stream: int, reason: str) -> None:
+        with self._cond:
+            buf = self._buffers[stream]
+            if buf.closed is None:
+                buf.closed = reason
+            self._cond.notify_all()
+
+    # ---- consumer side (the batcher)
+
+    def take(self, max_batch: int, timeout_s: float, stale_s: float | None) -> MuxBatch:
+        """Up to `max_batch` frames across streams, in turn; waits at most `timeout_s` once one is in hand."""
+        frames: list[Frame] = []
+        deadline = None
+        with self._cond:
+            while True:
+                if self._stop.is_set():
+                    raise Stopped
+                self._drop_stale(stale_s)
+                self._collect(frames, max_batch)
+                ended = self._ended()
+                if frames and deadline is None:
+                    deadline = time.perf_counter() + timeout_s
+                if len(frames) >= max_batch or (frames and time.perf_counter() >= deadline) or (ended and not frames):
+                    return MuxBatch(frames, ended, self._finished())
+                if not frames and self._finished():
+                    return MuxBatch([], ended, True)
+                if ended:  # report ends promptly, with what is in hand
+                    return MuxBatch(frames, ended, self._finished())
+                wait = POLL_S if deadline is None else min(POLL_S, max(deadline - time.perf_counter(), 0.0))
+                self._cond.wait(wait)
+
+    def _collect(self, frames: list[Frame], max_batch: int) -> None:
+        n = len(self._buffers)
+        took = True
+        while len(frames) < max_batch and took:
+            took = False
+            for k in range(n):
+                i = (self._next + k) % n
+                buf = self._buffers[i]
+                if buf.frames and len(frames) < max_batch:
+                    frames.append(buf.frames.popleft())
+                    took = True
+            self._next = (self._next + 1) % n
+        if frames:
+            self._cond.notify_all()  # room for producers waiting on a full buffer
+
+    def _drop_stale(self, stale_s: float | None) -> None:
+        if stale_s is None:
+            return
+        cutoff = time.perf_counter() - stale_s
+        for buf in self._buffers:
+            while buf.lane.live and buf.frames and buf.frames[0].captured_at < cutoff:
+                buf.frames.popleft()
+                buf.dropped_stale += 1
+
+    def _ended(self) -> list[StreamEnd]:
+        out = []
+        for i, buf in enumerate(self._buffers):
+            if buf.closed is not None and not buf.frames and not buf.reported:
+                buf.reported = True
+                out.append(StreamEnd(i, buf.closed))
+        return out
+
+    def _finished(self) -> bool:
+        return all(buf.reported for buf in self._buffers)
+
+    # ---- figures
+
+    def drops(self, stream: int) -> dict[str, int]:
+        with self._cond:
+            buf = self._buffers[stream]
+            return {"full": buf.dropped_full, "stale": buf.dropped_stale}
+
+    def dropped(self, stream: int) -> int:
+        with self._cond:
+            buf = self._buffers[stream]
+            return buf.dropped_full + buf.dropped_stale
+
+    def fill(self, stream: int) -> int:
+        with self._cond:
+            return len(self._buffers[stream].frames)
+
+    def waiting_for_room(self, stream: int) -> bool:
+        with self._cond:
+            return self._buffers[stream].waiting
+
+    def drain(self) -> list[Frame]:
+        """Frames never taken (after a stop): they were read but not processed."""
+        with self._cond:
+            out = [f for buf in self._buffers for f in buf.frames]
+            for buf in self._buffers:
+                buf.frames.clear()
+            return out

@@ -1,0 +1,178 @@
+"""One run from settings to exit status: open the streams, load the model, plan, run, report.
+
+Everything a user can get wrong fails here before the model loads, as one line (stream.errors).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+from stream.config import Config
+from stream.errors import UserError
+
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+EXIT_INCOMPLETE = 4
+
+
+def run_streams(cfg: Config, process_start: float) -> int:
+    from stream.backends import backend_class
+    from stream.sinks import WindowSink, check_writable
+    from stream.streams import StreamSpec, output_path, stream_specs
+
+    specs = stream_specs(list(cfg.source), cfg.sources)
+    if not specs:
+        from stream.sample import sample_clip
+
+        uri = str(sample_clip(cfg.cache_dir))
+        print(f"no --source given: using the sample clip {uri}")
+        specs = [StreamSpec(uri, "sample")]
+    for flag, template in (("--output", cfg.output), ("--predictions", cfg.predictions)):
+        for spec in specs:
+            path = output_path(template, spec.name, len(specs), flag)
+            if path:
+                check_writable(path, flag)
+    if cfg.report:
+        check_writable(cfg.report, "--report")
+    backend_cls = backend_class(cfg.backend)  # fails fast, before any model is loaded
+    if cfg.display == "on":
+        WindowSink.check()
+    sources = []
+    try:
+        for spec in specs:
+            sources.append(_open(spec.uri, cfg))
+        return _run(cfg, specs, sources, backend_cls, process_start)
+    finally:
+        for source in sources:
+            source.close()
+
+
+def _open(uri: str, cfg: Config):
+    from stream.capture import stall_limit_s
+    from stream.sources import open_source
+
+    # A silent stream URL must give its read back within the stall limit, so it can be reconnected.
+    return open_source(uri, read_timeout_ms=int(stall_limit_s(None) * 1000))
+
+
+def _run(cfg: Config, specs, sources, backend_cls, process_start: float) -> int:
+    from models.spec import ModelRequest
+    from stream.backends import BackendOptions
+    from stream.dashboard import LiveDashboard, StatusPrinter
+    from stream.pipeline import Pipeline, StreamInput, execute
+    from stream.plan import plan_run
+    from stream.preprocess import make_preprocessor
+    from stream.render import Renderer
+    from stream.report import LoadTimes, build_report, summary, write_report
+    from stream.runinfo import RunInfo
+    from stream.sinks import Outputs, display_available, open_sinks
+
+    plan = plan_run(cfg, specs, [s.info for s in sources])
+    batch = plan.batching.size
+    print(f"loading {cfg.model} ({cfg.weights} weights) on {cfg.backend}...", flush=True)
+    options = BackendOptions(cfg.device, cfg.precision, batch, cfg.cache_dir, cfg.threads, cfg.trt_converter)
+    backend = backend_cls(ModelRequest(cfg.model, cfg.weights), options)
+    model = backend.model
+    try:
+        warmup_s = backend.warmup(batch, cfg.warmup)
+        if batch > 1:  # a partial batch (a file's last, a quiet moment across streams) must not pay for a new shape
+            warmup_s += backend.warmup(1, min(cfg.warmup, 2))
+        policies = ["latest" if p.live else "block" for p in plan.streams]
+        info = RunInfo(sources[0].info, model.name, model.weights, model.random_weights, backend.name,
+                       backend.device, backend.precision, batch, policies[0], cfg.resize,
+                       model.preprocess.interpolation,
+                       tuple((s.name, src.info, pol) for s, src, pol in zip(specs, sources, policies, strict=True)))
+        window = cfg.display == "on" or (cfg.display == "auto" and display_available())
+        sinks = open_sinks(Outputs(cfg.output, cfg.predictions, window), [s.name for s in specs],
+                           [s.info for s in sources])
+        live_ui = cfg.dashboard == "on" or (cfg.dashboard == "auto" and sys.stdout.isatty())
+        ui = LiveDashboard(info) if live_ui else StatusPrinter(cfg.status_every)
+        load = LoadTimes(backend.load, warmup_s, time.perf_counter() - process_start)
+        preprocessor = make_preprocessor(model.preprocess, backend.input_device, cfg.resize)
+        inputs = [StreamInput(p, src, sk, (lambda uri=spec.uri: _open(uri, cfg)) if src.info.live else None)
+                  for p, src, sk, spec in zip(plan.streams, sources, sinks, specs, strict=True)]
+        pipeline = Pipeline(inputs, backend, preprocessor, list(model.categories), Renderer(model.random_weights),
+                            ui, plan.batching, plan.reconnect)
+        outcome = execute(pipeline, _signals_ignored)
+        written = [next((s.summary()["written"] for s in sk if s.summary()["kind"] == "video"), None)
+                   for sk in sinks]
+        report = build_report(info, outcome, load, written, process_start, backend.device_peak_mb())
+    finally:
+        backend.close()
+    for stream, source in zip(outcome.streams, sources, strict=True):
+        if stream.source is not source:
+            stream.source.close()  # a reconnected source belongs to the run, not the caller
+    _warnings(cfg, sources, report)
+    truncated = _check_truncated(cfg, outcome, report)
+    if cfg.report:
+        write_report(report, cfg.report)
+    print(summary(report))
+    return _exit_status(outcome, report, truncated)
+
+
+def _warnings(cfg: Config, sources, report: dict) -> None:
+    for source in sources:
+        skipped = getattr(source, "skipped", None)
+        if skipped:
+            report["warnings"].append(f"{len(skipped)} unreadable image(s) skipped: {skipped[:3]}")
+    if cfg.resize == "fast":
+        report["warnings"].append("--resize fast: frames were resized without antialiasing, so labels can differ "
+                                  "from what the model gives on its weights' own transform")
+
+
+def _check_truncated(cfg: Config, outcome, report: dict) -> str | None:
+    """A file whose decoding stopped well before its container's end: the decodable part was processed.
+    Returns the fault's message; a mere note (a nominal frame count) becomes a warning."""
+    if outcome.status != "completed" or cfg.loop or cfg.max_frames is not None:
+        return None
+    faults = []
+    for stream in outcome.streams:
+        check = stream.source.decode_check(stream.frames_read)
+        if check is None:
+            continue
+        if check.message:
+            report["warnings"].append(check.message)
+        if check.truncated:
+            faults.append(check.message)
+    if faults:
+        report["status"] = "incomplete input"
+        return "; ".join(faults)
+    return None
+
+
+def _exit_status(outcome, report: dict, truncated: str | None) -> int:
+    from stream.pipeline import END_SIGTERM
+
+    if outcome.status == "interrupted":
+        print(f"interrupted ({outcome.end_reason}): outputs hold the {report['frames']['shown']} frames "
+              "processed so far", file=sys.stderr)
+        return EXIT_SIGTERM if outcome.end_reason == END_SIGTERM else EXIT_SIGINT
+    if outcome.error is not None:
+        err = outcome.error
+        if isinstance(err, UserError):
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
+        print(f"error during the run: {type(err).__name__}: {err} "
+              "(outputs hold the frames processed so far)", file=sys.stderr)
+        return 1
+    if truncated:
+        print(f"error: {truncated}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return 0
+
+
+@contextmanager
+def _signals_ignored():
+    """While outputs are finalised a second Ctrl-C must not cut that short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

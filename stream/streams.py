@@ -1,0 +1,96 @@
+"""Which streams a run has: `--source` (repeatable) or `--sources FILE`, each with a unique name.
+
+The name is used in output paths (`{stream}` in `--output` and `--predictions`), the dashboard, the
+predictions log and the report. Given in the sources file, or made from the URI.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from stream.errors import UserError
+
+PLACEHOLDER = "{stream}"
+SOURCE_KEYS = {"uri", "name", "target_fps"}
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    uri: str
+    name: str
+    target_fps: float | None = None  # None: the run's --target-fps, else the source's own fps
+
+
+def name_from_uri(uri: str) -> str:
+    if uri.isdigit():
+        return f"camera{uri}"
+    if "://" in uri:
+        parts = urlsplit(uri)
+        text = (parts.hostname or "") + (f"-{parts.port}" if parts.port else "") + parts.path
+    else:
+        text = Path(uri).stem or Path(uri).name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "stream"
+
+
+def with_unique_names(specs: list[StreamSpec]) -> list[StreamSpec]:
+    seen: dict[str, int] = {}
+    out = []
+    for spec in specs:
+        count = seen.get(spec.name, 0) + 1
+        seen[spec.name] = count
+        out.append(spec if count == 1 else StreamSpec(spec.uri, f"{spec.name}-{count}", spec.target_fps))
+    if len({s.name for s in out}) != len(out):  # a given name that equals a made-up "-2"
+        raise UserError("stream names must be unique; give each stream its own name in the sources file")
+    return out
+
+
+def load_sources_file(path: str) -> list[StreamSpec]:
+    """A TOML file of `[[source]]` tables: `uri` (required), `name`, `target_fps`."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--sources {path}: no such file")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"--sources {path}: not valid TOML ({exc})") from None
+    entries = data.get("source")
+    if not isinstance(entries, list) or not entries or set(data) != {"source"}:
+        raise UserError(f"--sources {path}: expected one or more [[source]] tables with a uri each")
+    specs = []
+    for i, entry in enumerate(entries, 1):
+        unknown = sorted(set(entry) - SOURCE_KEYS)
+        if unknown:
+            raise UserError(f"--sources {path}: source {i} has unknown key(s) {', '.join(unknown)}; "
+                            f"valid: {', '.join(sorted(SOURCE_KEYS))}")
+        uri, name, fps = entry.get("uri"), entry.get("name"), entry.get("target_fps")
+        if not isinstance(uri, str) or not uri:
+            raise UserError(f"--sources {path}: source {i} needs a uri (a string)")
+        if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name)):
+            raise UserError(f"--sources {path}: source {i} name {name!r}: use letters, digits, '_', '-' or '.'")
+        if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000):
+            raise UserError(f"--sources {path}: source {i} target_fps {fps!r}: use a frame rate above 0")
+        specs.append(StreamSpec(uri, name or name_from_uri(uri), float(fps) if fps is not None else None))
+    return specs
+
+
+def stream_specs(sources: list[str], sources_file: str | None) -> list[StreamSpec]:
+    specs = [StreamSpec(uri, name_from_uri(uri)) for uri in sources]
+    if sources_file:
+        specs += load_sources_file(sources_file)
+    return with_unique_names(specs)
+
+
+def output_path(template: str | None, name: str, streams: int, flag: str) -> str | None:
+    """`--output out/{stream}.mp4` → one path per stream. Several streams cannot share one video."""
+    if template is None:
+        return None
+    if PLACEHOLDER in template:
+        return template.replace(PLACEHOLDER, name)
+    if streams > 1 and flag == "--output":
+        raise UserError(f"--output {template}: {streams} streams cannot share one video; put {PLACEHOLDER} in "
+                        f"the path, e.g. out/{PLACEHOLDER}.mp4")
+    return template
