@@ -79,14 +79,19 @@ def _check_type(key: str, value, where: str):
     return value
 
 
-def load_toml(path: str) -> dict:
+def read_toml(path: str, flag: str) -> dict:
+    """A TOML file's tables, or a one-line error naming the flag that gave it."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"--config {path}: no such file")
+        raise UserError(f"{flag} {path}: no such file")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"--config {path}: not valid TOML ({exc})") from None
+        raise UserError(f"{flag} {path}: not valid TOML ({exc})") from None
+
+
+def load_toml(path: str) -> dict:
+    data = read_toml(path, "--config")
     unknown = sorted(set(data) - set(FIELD_TYPES))
     if unknown:
         raise UserError(f"--config {path}: unknown key(s) {', '.join(unknown)}; "

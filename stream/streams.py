@@ -7,7 +7,6 @@ predictions log and the report. Given in the sources file, or made from the URI.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -50,13 +49,9 @@ def with_unique_names(specs: list[StreamSpec]) -> list[StreamSpec]:
 
 def load_sources_file(path: str) -> list[StreamSpec]:
     """A TOML file of `[[source]]` tables: `uri` (required), `name`, `target_fps`."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--sources {path}: no such file")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"--sources {path}: not valid TOML ({exc})") from None
+    from stream.config import read_toml
+
+    data = read_toml(path, "--sources")
     entries = data.get("source")
     if not isinstance(entries, list) or not entries or set(data) != {"source"}:
         raise UserError(f"--sources {path}: expected one or more [[source]] tables with a uri each")
