@@ -30,7 +30,10 @@ def _eta(seconds: float | None) -> str:
 
 def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
     header = Table.grid(padding=(0, 2))
-    header.add_row("source", f"{info.source.uri} ({info.source.kind}, {info.drop_policy})")
+    if len(info.streams) > 1:
+        header.add_row("sources", ", ".join(f"{name} ({policy})" for name, _, policy in info.streams))
+    else:
+        header.add_row("source", f"{info.source.uri} ({info.source.kind}, {info.drop_policy})")
     header.add_row("model", f"{info.model}  weights: {info.weights}")
     header.add_row("backend", f"{info.backend} on {info.device}, {info.precision}, batch {info.batch}")
     resize = "faithful to the weights" if info.resize == "faithful" else "FAST (no antialiasing: labels may differ)"
@@ -73,8 +76,30 @@ def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
     parts = [header]
     if info.random_weights:
         parts.append(Text(RANDOM_WARNING, style="bold white on red"))
+    if len(snap.streams) > 1:
+        parts.append(streams_table(snap))
     parts += [Columns([stages, top], padding=(0, 4)), state]
     return Panel(Group(*parts), title="stream classifier", subtitle=f"{snap.elapsed_s:.1f} s")
+
+
+STATE_STYLE = {"running": "green", "reconnecting": "yellow", "stalled": "bold red", "failed": "bold red",
+               "ended": "dim", "connecting": "yellow"}
+
+
+def streams_table(snap: StatsSnapshot) -> Table:
+    """A row per stream; the panel below it holds the totals."""
+    table = Table(title=f"{len(snap.streams)} streams (last 10 s)", title_justify="left")
+    for col in ("stream", "state", "fps", "e2e p50/p95 ms", "dropped full/stale", "reconnects", "last frame",
+                "top-1"):
+        table.add_column(col, justify="left" if col in ("stream", "state", "top-1") else "right")
+    for row in snap.streams:
+        s, e2e = row.snap, row.snap.latency_ms["end_to_end"]
+        age = "--" if row.last_frame_age_s is None else f"{row.last_frame_age_s:.1f} s ago"
+        top = f"{s.top[0].label} {s.top[0].prob:.0%}" if s.top else ""
+        table.add_row(row.name, Text(row.state, style=STATE_STYLE.get(row.state, "")), f"{s.fps_10s.pipeline:.1f}",
+                      f"{_ms(e2e.p50)}/{_ms(e2e.p95)}", f"{row.drops['full']}/{row.drops['stale']}",
+                      f"{row.reconnects}" + (f" ({row.stalls} stalls)" if row.stalls else ""), age, top)
+    return table
 
 
 def status_line(snap: StatsSnapshot) -> str:
@@ -83,9 +108,12 @@ def status_line(snap: StatsSnapshot) -> str:
         progress += f"/{snap.total_frames} ({snap.frames_rendered / snap.total_frames:.0%}) ETA {_eta(snap.eta_s)}"
     e2e = snap.latency_ms["end_to_end"]
     top = f" | top: {snap.top[0].label} {snap.top[0].prob:.0%}" if snap.top else ""
+    streams = ""
+    if len(snap.streams) > 1:
+        streams = " | " + ", ".join(f"{r.name} {r.state} {r.snap.fps_10s.pipeline:.1f} fps" for r in snap.streams)
     return (f"[{snap.elapsed_s:6.1f}s] frames {progress} | pipeline {snap.fps_10s.pipeline:.1f} fps "
             f"| e2e p50 {_ms(e2e.p50)} ms p95 {_ms(e2e.p95)} ms | dropped {snap.frames_dropped} "
-            f"| RSS {snap.rss_mb:.0f} MB{top}")
+            f"| RSS {snap.rss_mb:.0f} MB{top}{streams}")
 
 
 class LiveDashboard:
