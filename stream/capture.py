@@ -119,7 +119,9 @@ class CaptureThread(Worker):
                 self.state = ENDED
                 return
             self.last_frame_at = frame.captured_at
-            frame = replace(frame, index=self.frames_read, stream=self.stream)
+            frame = replace(frame, index=self.frames_read, stream=self.stream,
+                            # A live stream's clock runs on across reconnects (a new source starts at 0).
+                            time_s=frame.captured_at - started if self.source.info.live else frame.time_s)
             for stats in self.stats:  # the stream's own figures, and the run's
                 stats.captured(frame.captured_at)
             self.mux.put(self.stream, frame)
