@@ -294,17 +294,17 @@ class PipelineOptions:
 
 def run_pipeline(source: Source, backend: Backend, preprocessor, categories: list[str], renderer: Renderer,
                  sinks: list[Sink], ui: Ui, opts: PipelineOptions) -> RunOutcome:
-    """One stream, start to finish; the outcome's stats are that stream's."""
-    live = opts.drop_policy == "latest"
-    total = None if opts.loop or source.info.live else source.info.frame_count
-    if total is not None and opts.max_frames is not None:
-        total = min(total, opts.max_frames)
-    plan = StreamPlan(source.info.uri, live, opts.queue_size, opts.target_fps, source.info.live or opts.pace, total,
-                      opts.max_frames, opts.loop, (source.info.fps or 30.0) if opts.pace and not source.info.live
-                      else None, opts.latency_budget_ms)
-    # Live sources must not wait for a full batch: take what is queued now.
-    batching = Batching(opts.batch, 0.0 if live else 0.05)
-    pipeline = Pipeline([StreamInput(plan, source, sinks)], backend, preprocessor, categories, renderer, ui, batching)
+    """One stream, start to finish, planned as the CLI plans it; the outcome's stats are that stream's."""
+    from stream.config import Config
+    from stream.plan import plan_run
+    from stream.streams import StreamSpec
+
+    cfg = Config(queue_size=opts.queue_size, drop_policy=opts.drop_policy, batch=opts.batch,
+                 max_frames=opts.max_frames, loop=opts.loop, target_fps=opts.target_fps, pace=opts.pace,
+                 latency_budget_ms=opts.latency_budget_ms)
+    plan = plan_run(cfg, [StreamSpec(source.info.uri, "stream")], [source.info])
+    pipeline = Pipeline([StreamInput(plan.streams[0], source, sinks)], backend, preprocessor, categories, renderer,
+                        ui, plan.batching)
     outcome = execute(pipeline)
     outcome.stats = outcome.streams[0].stats
     return outcome

@@ -43,14 +43,14 @@ def run_streams(cfg: Config, process_start: float) -> int:
     sources = []
     try:
         for spec in specs:
-            sources.append(_open(spec.uri, cfg))
+            sources.append(_open(spec.uri))
         return _run(cfg, specs, sources, backend_cls, process_start)
     finally:
         for source in sources:
             source.close()
 
 
-def _open(uri: str, cfg: Config):
+def _open(uri: str):
     from stream.capture import stall_limit_s
     from stream.sources import open_source
 
@@ -92,7 +92,7 @@ def _run(cfg: Config, specs, sources, backend_cls, process_start: float) -> int:
         ui = LiveDashboard(info) if live_ui else StatusPrinter(cfg.status_every)
         load = LoadTimes(backend.load, warmup_s, time.perf_counter() - process_start)
         preprocessor = make_preprocessor(model.preprocess, backend.input_device, cfg.resize)
-        inputs = [StreamInput(p, src, sk, (lambda uri=spec.uri: _open(uri, cfg)) if src.info.live else None)
+        inputs = [StreamInput(p, src, sk, (lambda uri=spec.uri: _open(uri)) if src.info.live else None)
                   for p, src, sk, spec in zip(plan.streams, sources, sinks, specs, strict=True)]
         pipeline = Pipeline(inputs, backend, preprocessor, list(model.categories), Renderer(model.random_weights),
                             ui, plan.batching, plan.reconnect)

@@ -132,7 +132,9 @@ class StatsCollector:
         self.started_at: float | None = None
         self.first_rendered_at: float | None = None
         self.last_rendered_at: float | None = None
-        self._stamps = {k: deque(maxlen=100_000) for k in ("capture", "inference", "pipeline")}
+        # Only the rolling windows read these: the last RECENT_S seconds are all that is kept, so a run of
+        # any length holds a few hundred timestamps per stage, not an ever-growing history.
+        self._stamps: dict[str, deque[float]] = {k: deque() for k in ("capture", "inference", "pipeline")}
         self._counts = {"capture": 0, "inference": 0, "pipeline": 0}
         self._last = {"capture": 0.0, "inference": 0.0, "pipeline": 0.0}
         # Bounded whatever the run's length (stream.histogram states the error).
@@ -145,7 +147,10 @@ class StatsCollector:
         self.started_at = time.perf_counter() if now is None else now
 
     def _event(self, stage: str, at: float) -> None:
-        self._stamps[stage].append(at)
+        stamps = self._stamps[stage]
+        stamps.append(at)
+        while stamps[0] < at - RECENT_S:
+            stamps.popleft()
         self._counts[stage] += 1
         self._last[stage] = at
 
