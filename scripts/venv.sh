@@ -5,8 +5,9 @@
 #   bash scripts/venv.sh          CPU: requirements.txt + requirements-dev.txt
 #   bash scripts/venv.sh --gpu    + requirements-gpu.txt (TensorRT, onnxruntime-gpu), in its own venv.
 #                                 TensorRT's wheels come from NVIDIA's package index (named in that
-#                                 file); offline, point STREAM_WHEELHOUSE at a folder of wheels made with
-#                                 `pip download -r requirements-gpu.txt -d wheels` on a connected machine.
+#                                 file); where that index is out of reach, point STREAM_WHEELHOUSE at a folder
+#                                 of the GPU extras' wheels made with `pip download -r requirements-gpu.txt -d
+#                                 wheels` on a machine that reaches it (the CPU requirements still use PyPI).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -26,6 +26,7 @@ from stream.worker import Worker
 CONNECTING, RUNNING, RECONNECTING, STALLED, ENDED, FAILED = (
     "connecting", "running", "reconnecting", "stalled", "ended", "failed")
 HEALTHY_S = 60.0
+READ_TIMEOUT_S = 5.0  # a stream URL's read gives up after this (stream.run opens them so)
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Reconnect:
     jitter: float = 0.25  # ± this share of each delay, so cameras that dropped together do not return in step
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.first_s * 2 ** (attempt - 1), self.cap_s)
+        base = min(self.first_s * 2.0 ** min(attempt - 1, 30), self.cap_s)  # capped exponent: days of retries
         return base * (1 + rng.uniform(-self.jitter, self.jitter))
 
 
@@ -57,7 +58,8 @@ class CaptureThread(Worker):
         # A lost live stream ends this stream gracefully (queued frames are still processed); the
         # caller reports it as an error when it was not reconnected.
         self.stream_error: StreamError | None = None
-        self.stale_discarded = 0
+        self.stale_discarded = 0  # buffered during start-up, skipped unshown
+        self.backlog_skipped = 0  # buffered by a reconnected source before its first fresh frame
         self.state = CONNECTING
         self.reconnects = 0  # successful reconnections
         self.stalls = 0
@@ -76,6 +78,10 @@ class CaptureThread(Worker):
         try:
             self._run()
         finally:
+            if self.state in (RUNNING, CONNECTING, RECONNECTING):  # stopped from outside, e.g. mid-put
+                self.state = ENDED
+                if self.stop.is_set() and self.end_reason == "end of input":
+                    self.end_reason = "stopped"
             self.mux.close(self.stream, self.end_reason)
 
     def _run(self) -> None:
@@ -96,7 +102,8 @@ class CaptureThread(Worker):
             try:
                 frame = self.source.read()
             except StreamError as exc:
-                stalled = time.perf_counter() - asked >= stall_limit_s(self.source.info.fps) * 0.9
+                blocked = time.perf_counter() - asked
+                stalled = blocked >= 0.9 * min(stall_limit_s(self.source.info.fps), READ_TIMEOUT_S)
                 self.stalls += stalled
                 if not self.policy.enabled:
                     self.stream_error, self.end_reason, self.state = exc, str(exc), FAILED
@@ -130,7 +137,8 @@ class CaptureThread(Worker):
         self.state = ENDED
 
     def _reconnect(self, attempts: int, why: str) -> int | None:
-        """Reopen the source with backoff: 0 once it is back, -1 when the stream failed, None when stopped."""
+        """Reopen the source with backoff: the failed attempts so far once it is back (reset only after a
+        healthy minute, so a flapping source keeps backing off), -1 when it failed, None when stopped."""
         self.state = RECONNECTING
         self.source.close()
         while not self.stop.is_set():
@@ -147,11 +155,11 @@ class CaptureThread(Worker):
             except UserError:
                 continue
             self.source = source
-            self.stale_discarded += source.discard_backlog()
+            self.backlog_skipped += source.discard_backlog()
             self.reconnects += 1
             self.state = RUNNING
             self.last_frame_at = time.perf_counter()
-            return 0
+            return attempts
         self.state = ENDED
         self.end_reason = f"stopped while reconnecting ({why})"
         return None

@@ -121,10 +121,10 @@ def validate(cfg: Config) -> None:
         raise bad("warmup", cfg.warmup, "use 0 or more warm-up iterations")
     if cfg.target_fps is not None and not 0 < cfg.target_fps <= 1000:
         raise bad("target_fps", cfg.target_fps, "use a frame rate above 0")
-    for key in ("batch_timeout_ms", "max_staleness_ms"):
-        value = getattr(cfg, key)
-        if value is not None and not 0 <= value <= 600_000:
-            raise bad(key, value, "use milliseconds from 0 to 600000")
+    if cfg.batch_timeout_ms is not None and not 0 <= cfg.batch_timeout_ms <= 600_000:
+        raise bad("batch_timeout_ms", cfg.batch_timeout_ms, "use milliseconds from 0 to 600000")
+    if cfg.max_staleness_ms is not None and not 0 < cfg.max_staleness_ms <= 600_000:
+        raise bad("max_staleness_ms", cfg.max_staleness_ms, "use milliseconds above 0 (0 would drop every live frame)")
     if cfg.max_reconnects is not None and cfg.max_reconnects < 0:
         raise bad("max_reconnects", cfg.max_reconnects, "use 0 or more attempts")
     if cfg.latency_budget_ms is not None and not 0 < cfg.latency_budget_ms <= 600_000:

@@ -17,7 +17,7 @@ from stream.backends import Backend
 from stream.frames import Classified, Frame, Prediction, StageTimes
 from stream.mux import StreamEnd, StreamMux
 from stream.postprocess import top_k
-from stream.queues import FrameQueue
+from stream.queues import FrameQueue, Stopped
 from stream.stats import StatsCollector
 from stream.worker import Worker
 
@@ -38,6 +38,7 @@ class InferenceThread(Worker):
         self.preprocess, self.backend = preprocess, backend
         self.categories, self.stats, self.totals = categories, stats, totals
         self.batching, self.top = batching, top
+        self.undelivered: list[Classified] = []  # classified when the run stopped: the pipeline drains them
 
     def work(self) -> None:
         # OpenCV's own pool would fight the backend's threads for the same cores.
@@ -62,11 +63,18 @@ class InferenceThread(Worker):
         tops = top_k(logits, self.categories, self.top)
         t3 = time.perf_counter()
         times = StageTimes((t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000, len(frames))
+        results = []
         for frame, top in zip(frames, tops, strict=True):
             prediction = Prediction(frame.index, top, times, t3)
             self.stats[frame.stream].inferred(prediction)
             self.totals.inferred(prediction)
-            self.outbox.put(Classified(frame, prediction))
+            results.append(Classified(frame, prediction))
+        for i, item in enumerate(results):
+            try:
+                self.outbox.put(item)
+            except Stopped:  # counted as processed: they must still reach the sinks
+                self.undelivered.extend(results[i:])
+                raise
 
 
 __all__ = ["Batching", "InferenceThread", "StreamEnd"]

@@ -51,6 +51,7 @@ class _Buffer:
     waiting: bool = False  # the producer is blocked for room: downstream is busy, not the source silent
     dropped_full: int = 0
     dropped_stale: int = 0
+    dropped_stop: int = 0
 
 
 class StreamMux:
@@ -154,12 +155,12 @@ class StreamMux:
     def drops(self, stream: int) -> dict[str, int]:
         with self._cond:
             buf = self._buffers[stream]
-            return {"full": buf.dropped_full, "stale": buf.dropped_stale}
+            return {"full": buf.dropped_full, "stale": buf.dropped_stale, "at_stop": buf.dropped_stop}
 
     def dropped(self, stream: int) -> int:
         with self._cond:
             buf = self._buffers[stream]
-            return buf.dropped_full + buf.dropped_stale
+            return buf.dropped_full + buf.dropped_stale + buf.dropped_stop
 
     def fill(self, stream: int) -> int:
         with self._cond:
@@ -169,10 +170,10 @@ class StreamMux:
         with self._cond:
             return self._buffers[stream].waiting
 
-    def drain(self) -> list[Frame]:
-        """Frames never taken (after a stop): they were read but not processed."""
+    def discard_unprocessed(self) -> None:
+        """After a stop: frames read but never taken are dropped, cause "at stop", so every frame read is
+        either processed or counted as dropped."""
         with self._cond:
-            out = [f for buf in self._buffers for f in buf.frames]
             for buf in self._buffers:
+                buf.dropped_stop += len(buf.frames)
                 buf.frames.clear()
-            return out

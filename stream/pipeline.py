@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from stream.backends import Backend
@@ -24,7 +24,7 @@ from stream.frames import Classified, EndOfStream
 from stream.inference import Batching, InferenceThread
 from stream.mux import Lane, StreamEnd, StreamMux
 from stream.queues import FrameQueue, Stopped
-from stream.realtime import Target
+from stream.realtime import Target, combine
 from stream.render import Readout, Renderer
 from stream.sinks import Sink
 from stream.sources import Source
@@ -74,10 +74,12 @@ class StreamOutcome:
     state: str
     reconnects: int
     stalls: int
+    backlog_skipped: int  # buffered by a reconnected source before its first fresh frame, never shown
     drops: dict[str, int]
     error: BaseException | None
     end_reason: str
-    source: Source
+    source: Source  # the stream's current source: the one it opened last, if it reconnected
+    thread_alive: bool = False  # its capture thread missed the join: its source must not be closed under it
 
 
 @dataclass
@@ -172,7 +174,10 @@ class Pipeline:
             age = None if capture.last_frame_at is None else now - capture.last_frame_at
             rows.append(StreamRow(self.inputs[i].plan.name, capture.status(now), s, self.mux.drops(i),
                                   capture.reconnects, capture.stalls, age))
-        return snap.with_streams(rows)
+        snap = snap.with_streams(rows)
+        if len(rows) > 1:  # the run's rule, as the report applies it: every stream must keep up
+            snap = replace(snap, verdict=combine([(r.name, r.snap.verdict) for r in rows]))
+        return snap
 
     def _refresh(self, force: bool = False) -> None:
         now = time.perf_counter()
@@ -197,8 +202,8 @@ class Pipeline:
         for i, capture in enumerate(self.captures):
             outcome.streams.append(StreamOutcome(
                 self.inputs[i].plan.name, self.stats[i], capture.frames_read, capture.stale_discarded,
-                capture.status(), capture.reconnects, capture.stalls, self.mux.drops(i),
-                capture.error or capture.stream_error, capture.end_reason, capture.source))
+                capture.status(), capture.reconnects, capture.stalls, capture.backlog_skipped, self.mux.drops(i),
+                capture.error or capture.stream_error, capture.end_reason, capture.source, capture.is_alive()))
         lost = [c.stream_error for c in self.captures if c.stream_error is not None]
         failed = next((w.error for w in (*self.captures, self.inference) if w.error is not None), None)
         error = failed or (errors[0] if errors else None)
@@ -216,9 +221,10 @@ class Pipeline:
 
     def _drain(self) -> None:
         """Frames already classified when the run stopped still reach the sinks."""
-        for item in self.results.drain():
+        for item in [*self.results.drain(), *self.inference.undelivered]:
             if isinstance(item, Classified):
                 self.show(item)
+        self.mux.discard_unprocessed()  # read, never processed: counted as dropped ("at stop")
 
     def _close(self) -> None:
         if self._closed:

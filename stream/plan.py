@@ -2,7 +2,7 @@
 
 Live sources (and files read with --pace) keep their newest frames in a small buffer and run at
 batch 1 when alone; files are read losslessly and batched for throughput. Several streams are
-batched together: a batch holds up to one frame per live stream (8 at most) and waits at most about
+batched together: when any is live a batch holds up to one frame per stream (8 at most) and waits about
 one frame period of the fastest live stream for them, so no stream waits on a silent one.
 """
 

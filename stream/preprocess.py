@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sparse
 
 from models.spec import PreprocessSpec
-from stream.resample import crop_box, crop_plan, normalisation
+from stream.resample import SizeCache, crop_box, crop_plan, normalisation
 
 
 class _SparseResize:
@@ -55,13 +55,10 @@ class Preprocessor:
     def __init__(self, spec: PreprocessSpec) -> None:
         self.spec = spec
         self._scale, self._shift = normalisation(spec)
-        self._plans: dict[tuple[int, int], _SparseResize] = {}
+        self._plans = SizeCache()
 
     def _plan(self, height: int, width: int) -> _SparseResize:
-        key = (height, width)
-        if key not in self._plans:
-            self._plans[key] = _SparseResize(height, width, self.spec)
-        return self._plans[key]
+        return self._plans.get((height, width), lambda: _SparseResize(height, width, self.spec))
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
         size = self.spec.crop
@@ -79,17 +76,15 @@ class FastPreprocessor:
     def __init__(self, spec: PreprocessSpec) -> None:
         self.spec = spec
         self._scale, self._shift = normalisation(spec)
-        self._maps: dict[tuple[int, int], np.ndarray] = {}
+        self._maps = SizeCache()
 
     def _affine(self, height: int, width: int) -> np.ndarray:
-        key = (height, width)
-        if key not in self._maps:
+        def make() -> np.ndarray:
             x0, y0, sx, sy = crop_box(height, width, self.spec.resize, self.spec.crop)
             # Pixel-centre convention of cv2.resize: src = (dst + 0.5) * scale - 0.5, offset by the box.
-            self._maps[key] = np.array(
-                [[sx, 0.0, 0.5 * sx - 0.5 + x0], [0.0, sy, 0.5 * sy - 0.5 + y0]], np.float32
-            )
-        return self._maps[key]
+            return np.array([[sx, 0.0, 0.5 * sx - 0.5 + x0], [0.0, sy, 0.5 * sy - 0.5 + y0]], np.float32)
+
+        return self._maps.get((height, width), make)
 
     def crop(self, image: np.ndarray) -> np.ndarray:
         size = self.spec.crop

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from models.spec import PreprocessSpec
-from stream.resample import crop_box, crop_plan, normalisation
+from stream.resample import SizeCache, crop_box, crop_plan, normalisation
 
 
 class _DenseResize:
@@ -42,18 +42,13 @@ class TorchPreprocessor:
         scale, shift = normalisation(spec)
         self._scale = torch.from_numpy(scale).unsqueeze(0).to(self.device)  # 1×3×1×1, broadcast over the batch
         self._shift = torch.from_numpy(shift).unsqueeze(0).to(self.device)
-        self._plans: dict[tuple[int, int], _DenseResize] = {}
-        self._grids: dict[tuple[int, int], torch.Tensor] = {}
+        self._plans, self._grids = SizeCache(), SizeCache()
 
     def _plan(self, height: int, width: int) -> _DenseResize:
-        key = (height, width)
-        if key not in self._plans:
-            self._plans[key] = _DenseResize(height, width, self.spec, self.device)
-        return self._plans[key]
+        return self._plans.get((height, width), lambda: _DenseResize(height, width, self.spec, self.device))
 
     def _grid(self, height: int, width: int) -> torch.Tensor:
-        key = (height, width)
-        if key not in self._grids:
+        def make() -> torch.Tensor:
             size = self.spec.crop
             x0, y0, sx, sy = crop_box(height, width, self.spec.resize, size)
             steps = torch.arange(size, dtype=torch.float64) + 0.5
@@ -63,8 +58,9 @@ class TorchPreprocessor:
             gx = (2 * xs + 1) / width - 1
             gy = (2 * ys + 1) / height - 1
             grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)
-            self._grids[key] = grid.unsqueeze(0).to(self.device, torch.float32)
-        return self._grids[key]
+            return grid.unsqueeze(0).to(self.device, torch.float32)
+
+        return self._grids.get((height, width), make)
 
     @staticmethod
     def _upload(images: list[np.ndarray], device: torch.device) -> torch.Tensor:

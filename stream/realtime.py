@@ -98,3 +98,18 @@ def judge(target: Target, m: Measured) -> Verdict:
         facts.append(note)
     ok = m.fps >= need and m.drop_ratio <= DROP_LIMIT and latency_ok
     return verdict("real-time" if ok else "not real-time", "; ".join(facts + causes))
+
+
+def combine(named: list[tuple[str, Verdict]]) -> Verdict:
+    """Several streams: real-time only when every stream is; undecided while some are and none is behind."""
+    behind = [f"{name}: {v.reason}" for name, v in named if v.verdict == "not real-time"]
+    undecided = [name for name, v in named if v.verdict == "undecided"]
+    if behind:
+        kind = "not real-time"
+        reason = f"{len(named) - len(behind)} of {len(named)} streams keep up; " + " | ".join(behind)
+    elif undecided:
+        kind, reason = "undecided", f"too little data yet for {', '.join(undecided)}"
+    else:
+        kind, reason = "real-time", f"every one of the {len(named)} streams is real-time"
+    return Verdict(max(v.target_fps for _, v in named), kind, reason, any(v.latency_judged for _, v in named),
+                   None, None)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from stream.backends import LoadRecord
 from stream.histogram import METHOD
 from stream.pipeline import RunOutcome
-from stream.realtime import Measured, judge
+from stream.realtime import Measured, Verdict, combine, judge
 from stream.runinfo import RunInfo
 from stream.sources import SourceInfo
 from stream.stats import STAGES, StatsCollector, peak_rss_mb
@@ -59,17 +59,6 @@ def _source(source: SourceInfo, policy: str) -> dict:
             "width": source.width, "height": source.height, "live": source.live, "drop_policy": policy}
 
 
-def _all_streams_verdict(streams: list[dict]) -> dict:
-    verdicts = [s["realtime"] for s in streams]
-    behind = [f"{s['name']}: {s['realtime']['reason']}" for s in streams if s["realtime"]["verdict"] != "real-time"]
-    kinds = {v["verdict"] for v in verdicts}
-    verdict = "real-time" if kinds == {"real-time"} else ("undecided" if kinds == {"undecided"} else "not real-time")
-    reason = (f"every one of the {len(streams)} streams is real-time" if not behind else
-              f"{len(streams) - len(behind)} of {len(streams)} streams real-time; " + " | ".join(behind))
-    return {"target_fps": max(v["target_fps"] for v in verdicts), "verdict": verdict, "reason": reason,
-            "latency_judged": any(v["latency_judged"] for v in verdicts), "budget_ms": None, "live_estimate_ms": None}
-
-
 def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: list[int | None],
                  process_start: float, device_peak_mb: float | None) -> dict:
     """Totals at the top level; with several streams, each stream's own figures under `streams`."""
@@ -79,6 +68,7 @@ def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: l
     streams = []
     for (name, source, policy), o, w in zip(sources, outcome.streams, written, strict=True):
         streams.append({"name": name, "state": o.state, "reconnects": o.reconnects, "stalls": o.stalls,
+                        "backlog_skipped_on_reconnect": o.backlog_skipped,
                         "drops": o.drops, "end_reason": o.end_reason,
                         "error": None if o.error is None else f"{type(o.error).__name__}: {o.error}",
                         "source": _source(source, policy), **_figures(o.stats, o.stale_discarded, w)})
@@ -101,7 +91,7 @@ def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: l
         "warnings": outcome.warnings,
     }
     if len(streams) > 1:
-        report["realtime"] = _all_streams_verdict(streams)
+        report["realtime"] = combine([(s["name"], Verdict(**s["realtime"])) for s in streams]).as_dict()
         report["streams"] = streams
     return json_safe(report)
 

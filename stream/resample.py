@@ -12,6 +12,8 @@ and the normalisation coefficients).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,3 +116,24 @@ def crop_plan(height: int, width: int, spec: PreprocessSpec) -> CropPlan:
         raise UserError(f"the model's crop {spec.crop} is larger than its resize {spec.resize}: not supported")
     return CropPlan(rows=axis_weights(height, new_h, top, spec.crop, spec.interpolation),
                     cols=axis_weights(width, new_w, left, spec.crop, spec.interpolation))
+
+
+class SizeCache:
+    """What was worked out for a frame size, kept for the last `limit` sizes: a camera has one size, but an
+    image folder or an eval set may have thousands, and a GPU plan holds device memory."""
+
+    def __init__(self, limit: int = 16) -> None:
+        self.limit = limit
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key, make: Callable):
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = self._items[key] = make()
+        if len(self._items) > self.limit:
+            self._items.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -40,25 +40,26 @@ def run_streams(cfg: Config, process_start: float) -> int:
     backend_cls = backend_class(cfg.backend)  # fails fast, before any model is loaded
     if cfg.display == "on":
         WindowSink.check()
-    sources = []
+    sources, busy = [], set()  # busy: sources a capture thread that missed its join may still be reading
     try:
         for spec in specs:
             sources.append(_open(spec.uri))
-        return _run(cfg, specs, sources, backend_cls, process_start)
+        return _run(cfg, specs, sources, backend_cls, process_start, busy)
     finally:
         for source in sources:
-            source.close()
+            if id(source) not in busy:
+                source.close()
 
 
 def _open(uri: str):
-    from stream.capture import stall_limit_s
+    from stream.capture import READ_TIMEOUT_S
     from stream.sources import open_source
 
     # A silent stream URL must give its read back within the stall limit, so it can be reconnected.
-    return open_source(uri, read_timeout_ms=int(stall_limit_s(None) * 1000))
+    return open_source(uri, read_timeout_ms=int(READ_TIMEOUT_S * 1000))
 
 
-def _run(cfg: Config, specs, sources, backend_cls, process_start: float) -> int:
+def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: set) -> int:
     from models.spec import ModelRequest
     from stream.backends import BackendOptions
     from stream.dashboard import LiveDashboard, StatusPrinter
@@ -91,11 +92,16 @@ def _run(cfg: Config, specs, sources, backend_cls, process_start: float) -> int:
         live_ui = cfg.dashboard == "on" or (cfg.dashboard == "auto" and sys.stdout.isatty())
         ui = LiveDashboard(info) if live_ui else StatusPrinter(cfg.status_every)
         load = LoadTimes(backend.load, warmup_s, time.perf_counter() - process_start)
-        preprocessor = make_preprocessor(model.preprocess, backend.input_device, cfg.resize)
-        inputs = [StreamInput(p, src, sk, (lambda uri=spec.uri: _open(uri)) if src.info.live else None)
-                  for p, src, sk, spec in zip(plan.streams, sources, sinks, specs, strict=True)]
-        pipeline = Pipeline(inputs, backend, preprocessor, list(model.categories), Renderer(model.random_weights),
-                            ui, plan.batching, plan.reconnect)
+        try:
+            preprocessor = make_preprocessor(model.preprocess, backend.input_device, cfg.resize)
+            inputs = [StreamInput(p, src, sk, (lambda uri=spec.uri: _open(uri)) if src.info.live else None)
+                      for p, src, sk, spec in zip(plan.streams, sources, sinks, specs, strict=True)]
+            pipeline = Pipeline(inputs, backend, preprocessor, list(model.categories),
+                                Renderer(model.random_weights), ui, plan.batching, plan.reconnect)
+        except BaseException:  # nothing ran: still leave finalised files and a usable terminal
+            for closer in dict.fromkeys([*(s.close for sk in sinks for s in sk), ui.close]):
+                closer()
+            raise
         outcome = execute(pipeline, _signals_ignored)
         written = [next((s.summary()["written"] for s in sk if s.summary()["kind"] == "video"), None)
                    for sk in sinks]
@@ -103,7 +109,9 @@ def _run(cfg: Config, specs, sources, backend_cls, process_start: float) -> int:
     finally:
         backend.close()
     for stream, source in zip(outcome.streams, sources, strict=True):
-        if stream.source is not source:
+        if stream.thread_alive:
+            busy.update({id(source), id(stream.source)})
+        elif stream.source is not source:
             stream.source.close()  # a reconnected source belongs to the run, not the caller
     _warnings(cfg, sources, report)
     truncated = _check_truncated(cfg, outcome, report)

@@ -52,6 +52,7 @@ def open_sinks(outputs: Outputs, names: list[str], infos: list, shared: dict | N
     try:
         for name, info in zip(names, infos, strict=True):
             sinks: list[Sink] = []
+            per_stream.append(sinks)  # before opening, so a failure below closes what did open
             video = output_path(outputs.video, name, len(names), "--output")
             if video:
                 sinks.append(VideoFileSink(video, info.fps or 30.0, info.width, info.height))
@@ -62,11 +63,8 @@ def open_sinks(outputs: Outputs, names: list[str], infos: list, shared: dict | N
                 sinks.append(opened[log])
             if outputs.window:
                 sinks.append(WindowSink(f"{name} (q to quit)" if len(names) > 1 else WindowSink.TITLE))
-            per_stream.append(sinks)
     except BaseException:
-        for sink in dict.fromkeys(s for sinks in per_stream for s in sinks):
-            sink.close()
-        for sink in opened.values():
+        for sink in dict.fromkeys([*(s for sinks in per_stream for s in sinks), *opened.values()]):
             sink.close()
         raise
     return per_stream

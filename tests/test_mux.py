@@ -56,11 +56,11 @@ def test_live_buffers_keep_the_newest_and_count_drops_by_cause():
     mux = StreamMux([Lane(True, 2)], threading.Event())
     for i in range(5):  # frames that waited 2 s before the batcher came for them
         mux.put(0, frame(0, i, age_s=2.0))
-    assert mux.drops(0) == {"full": 3, "stale": 0}
+    assert mux.drops(0) == {"full": 3, "stale": 0, "at_stop": 0}
     mux.put(0, frame(0, 5))
     batch = mux.take(4, 0.0, stale_s=0.5)
     assert [f.index for f in batch.frames] == [5]  # the fresh one; the two kept but too old are stale
-    assert mux.drops(0) == {"full": 4, "stale": 1}
+    assert mux.drops(0) == {"full": 4, "stale": 1, "at_stop": 0}
 
 
 def test_stale_frames_are_dropped_only_from_live_streams():
@@ -69,7 +69,7 @@ def test_stale_frames_are_dropped_only_from_live_streams():
     mux.put(1, frame(1, 0, age_s=2.0))
     batch = mux.take(4, 0.0, stale_s=0.5)
     assert [(f.stream, f.index) for f in batch.frames] == [(1, 0)]  # a file's frame is never stale
-    assert mux.drops(0) == {"full": 0, "stale": 1}
+    assert mux.drops(0) == {"full": 0, "stale": 1, "at_stop": 0}
 
 
 def test_a_full_file_buffer_makes_its_producer_wait_and_that_is_not_a_silent_source():
@@ -191,3 +191,23 @@ def test_bounded_percentiles_are_exact_for_short_runs_and_within_the_stated_erro
         assert abs(got - want) <= RELATIVE_ERROR * want * 1.05
     assert samples.count == values.size and samples.max == values.max()
     assert samples.mean == pytest.approx(values.mean())
+
+
+def test_frames_left_at_a_stop_are_counted_as_dropped_at_stop():
+    mux = StreamMux([Lane(False, 8)], threading.Event())
+    for i in range(3):
+        mux.put(0, frame(0, i))
+    mux.discard_unprocessed()
+    assert mux.drops(0) == {"full": 0, "stale": 0, "at_stop": 3} and mux.dropped(0) == 3 and mux.fill(0) == 0
+
+
+def test_backoff_doubles_to_its_cap_and_survives_days_of_attempts():
+    import random
+
+    from stream.capture import Reconnect
+
+    policy, rng = Reconnect(True, jitter=0.0), random.Random(0)
+    assert [policy.delay(a, rng) for a in (1, 2, 3, 6, 7)] == [1.0, 2.0, 4.0, 30.0, 30.0]
+    assert policy.delay(5000, rng) == 30.0  # 2 ** 4999 would overflow a float
+    jittered = [Reconnect(True).delay(3, rng) for _ in range(200)]
+    assert 3.0 <= min(jittered) < max(jittered) <= 5.0

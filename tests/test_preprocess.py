@@ -151,3 +151,11 @@ def test_gpu_fast_mode_matches_the_host_fast_mode():
         tensors = TorchPreprocessor(spec, "cpu", "fast")([image]).numpy()
         diff = np.abs(tensors - host)
         assert diff.mean() < 0.01 and diff.max() < 0.1, shape
+
+
+def test_plans_are_kept_for_a_bounded_number_of_frame_sizes():
+    preprocess = Preprocessor(spec_of(reference_transform("alexnet")))
+    image = photo("coffee")
+    for k in range(20):  # an image folder of many sizes must not grow the cache without end
+        preprocess([np.ascontiguousarray(image[: 300 + k, : 400 + k])])
+    assert len(preprocess._plans) == 16

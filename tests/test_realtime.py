@@ -50,3 +50,15 @@ def test_a_lossless_file_run_is_not_judged_on_latency_but_shows_the_live_estimat
 
 def test_no_latency_yet_on_a_live_source_is_undecided():
     assert judge(LIVE, measured(e2e_p95_ms=float("nan"))).verdict == "undecided"
+
+
+def test_several_streams_are_real_time_only_together():
+    from stream.realtime import combine
+
+    ok, slow, young = (judge(LIVE, measured()), judge(LIVE, measured(fps=20.0)),
+                       judge(LIVE, measured(frames=3, seconds=0.2)))
+    assert combine([("a", ok), ("b", ok)]).verdict == "real-time"
+    both = combine([("a", ok), ("b", slow)])
+    assert both.verdict == "not real-time" and "1 of 2 streams keep up" in both.reason and "b:" in both.reason
+    waiting = combine([("a", ok), ("b", young)])  # nobody is behind: not a fault, just early
+    assert waiting.verdict == "undecided" and "b" in waiting.reason
