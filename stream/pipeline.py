@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from stream.backends import Backend
-from stream.capture import CaptureThread, Reconnect
+from stream.capture import ENDED, FAILED, CaptureThread, Reconnect
 from stream.errors import StreamError, Terminated
 from stream.frames import Classified, EndOfStream
 from stream.inference import Batching, InferenceThread
@@ -170,7 +170,10 @@ class Pipeline:
         snap = self.totals.snapshot(now)
         rows = []
         for i, (stats, capture) in enumerate(zip(self.stats, self.captures, strict=True)):
-            s = stats.snapshot(now)
+            # A stream that has ended is shown as it was at its end: its rolling windows must not fill
+            # with idle time while the others run on (that would turn its verdict).
+            ended = capture.state in (ENDED, FAILED) and stats.last_rendered_at is not None
+            s = stats.snapshot(min(now, stats.last_rendered_at) if ended else now)
             age = None if capture.last_frame_at is None else now - capture.last_frame_at
             rows.append(StreamRow(self.inputs[i].plan.name, capture.status(now), s, self.mux.drops(i),
                                   capture.reconnects, capture.stalls, age))

@@ -180,3 +180,19 @@ def test_failing_sink_stops_the_run_and_the_other_sinks_are_still_finalised(tmp_
     assert failing.closed
     assert video.written == 4  # the video sink wrote the frame on which the other sink failed
     assert len(read_all_frames(path)) == 4
+
+
+def test_a_stream_that_ended_keeps_its_own_rates_while_the_others_run_on():
+    from stream.inference import Batching
+    from stream.pipeline import Pipeline, StreamInput, StreamPlan, execute
+
+    plans = [StreamPlan(name, False, 4, 30.0, False, n) for name, n in (("short", 20), ("long", 60))]
+    sources = [GraySource(20), GraySource(60, delay_s=0.05)]  # the long one runs about 2.5 s after the short
+    pipeline = Pipeline([StreamInput(p, s, [RecordingSink()]) for p, s in zip(plans, sources, strict=True)],
+                        GrayBackend(), Preprocessor(SPEC), CATEGORIES, Renderer(False), NullUi(), Batching(4, 0.01))
+    outcome = execute(pipeline)
+    assert [s.frames_read for s in outcome.streams] == [20, 60]
+    short = pipeline.snapshot().streams[0]
+    assert short.state == "ended"
+    # Shown as it was at its end: its 10 s window is not diluted by the long stream's extra seconds.
+    assert short.snap.fps_10s.pipeline == pytest.approx(short.snap.fps_total.pipeline, rel=0.25)
