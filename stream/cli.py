@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 
@@ -81,21 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated
-
-
 def main(argv: list[str] | None = None, process_start: float | None = None) -> int:
     process_start = time.perf_counter() if process_start is None else process_start
     argv = sys.argv[1:] if argv is None else argv
+    from stream.interrupts import Interrupts
+
+    interrupts = Interrupts()
     if threading_is_main():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        interrupts.install()
     try:
         if argv and argv[0] in LAB_COMMANDS:
             from stream.lab.cli import main as lab_main
 
             return lab_main(argv[0], argv[1:])
-        return run(vars(build_parser().parse_args(argv)), process_start)
+        return run(vars(build_parser().parse_args(argv)), process_start, interrupts)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -116,7 +114,7 @@ def threading_is_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def run(args: dict, process_start: float) -> int:
+def run(args: dict, process_start: float, interrupts=None) -> int:
     config_path = args.pop("config", None)
     for key in ("display", "dashboard", "reconnect"):
         value = args.pop(key, None)
@@ -125,4 +123,4 @@ def run(args: dict, process_start: float) -> int:
     cfg = merge(load_toml(config_path) if config_path else {}, args)
     from stream.run import run_streams
 
-    return run_streams(cfg, process_start)
+    return run_streams(cfg, process_start, interrupts)

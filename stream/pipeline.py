@@ -22,6 +22,7 @@ from stream.capture import ENDED, FAILED, CaptureThread, Reconnect
 from stream.errors import StreamError, Terminated
 from stream.frames import Classified, EndOfStream
 from stream.inference import Batching, InferenceThread
+from stream.interrupts import END_SIGINT, END_SIGTERM, Interrupts
 from stream.mux import Lane, StreamEnd, StreamMux
 from stream.queues import FrameQueue, Stopped
 from stream.realtime import Target, combine
@@ -31,7 +32,6 @@ from stream.sources import Source
 from stream.stats import StatsCollector, StatsSnapshot, StreamRow
 
 JOIN_TIMEOUT_S = 10.0
-END_SIGTERM, END_SIGINT = "SIGTERM", "Ctrl-C (SIGINT)"
 UI_EVERY_S = 0.25
 
 
@@ -136,9 +136,12 @@ class Pipeline:
         for worker in (*self.captures, self.inference):
             worker.start()
 
-    def run(self) -> str:
-        """The render loop, until every stream has ended; the reason the run ended."""
+    def run(self, interrupted: Callable[[], str | None] = lambda: None) -> str:
+        """The render loop, until every stream has ended or `interrupted()` names a reason; that reason."""
         while True:
+            reason = interrupted()
+            if reason:
+                return reason
             try:
                 item = self.results.get(timeout=0.1)
             except queue.Empty:
@@ -259,14 +262,21 @@ def _collect(errors: list[BaseException], fn, *args) -> None:
         errors.append(exc)
 
 
-def execute(pipeline: Pipeline, finishing=None) -> RunOutcome:
-    """Start, run and finish a pipeline; Ctrl-C and SIGTERM (as Terminated) end it as "interrupted".
+def execute(pipeline: Pipeline, finishing=None, interrupts: Interrupts | None = None) -> RunOutcome:
+    """Start, run and finish a pipeline; Ctrl-C and SIGTERM end it as "interrupted". With the CLI's
+    `interrupts` they are requests answered between frames; without, KeyboardInterrupt/Terminated.
     `finishing` wraps the finish (the CLI ignores further signals there, so a second Ctrl-C cannot cut
     the finalisation short)."""
     status, end_reason, main_error = "completed", "end of input", None
     pipeline.start()
     try:
-        end_reason = pipeline.run()
+        if interrupts is None:
+            end_reason = pipeline.run()
+        else:
+            with interrupts.deferred():
+                end_reason = pipeline.run(interrupts.pending)
+            if interrupts.requested:
+                status, end_reason = "interrupted", interrupts.requested
     except Terminated:
         status, end_reason = "interrupted", END_SIGTERM
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 EXIT_INCOMPLETE = 4
 
 
-def run_streams(cfg: Config, process_start: float) -> int:
+def run_streams(cfg: Config, process_start: float, interrupts=None) -> int:
     from stream.backends import backend_class
     from stream.sinks import WindowSink, check_writable
     from stream.streams import StreamSpec, output_path, stream_specs
@@ -44,7 +44,7 @@ def run_streams(cfg: Config, process_start: float) -> int:
     try:
         for spec in specs:
             sources.append(_open(spec.uri))
-        return _run(cfg, specs, sources, backend_cls, process_start, busy)
+        return _run(cfg, specs, sources, backend_cls, process_start, busy, interrupts)
     finally:
         for source in sources:
             if id(source) not in busy:
@@ -59,7 +59,7 @@ def _open(uri: str):
     return open_source(uri, read_timeout_ms=int(READ_TIMEOUT_S * 1000))
 
 
-def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: set) -> int:
+def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: set, interrupts) -> int:
     from models.spec import ModelRequest
     from stream.backends import BackendOptions
     from stream.dashboard import LiveDashboard, StatusPrinter
@@ -102,7 +102,7 @@ def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: s
             for closer in dict.fromkeys([*(s.close for sk in sinks for s in sk), ui.close]):
                 closer()
             raise
-        outcome = execute(pipeline, _signals_ignored)
+        outcome = execute(pipeline, _signals_ignored, interrupts)
         written = [next((s.summary()["written"] for s in sk if s.summary()["kind"] == "video"), None)
                    for sk in sinks]
         report = build_report(info, outcome, load, written, process_start, backend.device_peak_mb())
@@ -152,7 +152,7 @@ def _check_truncated(cfg: Config, outcome, report: dict) -> str | None:
 
 
 def _exit_status(outcome, report: dict, truncated: str | None) -> int:
-    from stream.pipeline import END_SIGTERM
+    from stream.interrupts import END_SIGTERM
 
     if outcome.status == "interrupted":
         print(f"interrupted ({outcome.end_reason}): outputs hold the {report['frames']['shown']} frames "
