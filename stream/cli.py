@@ -10,8 +10,8 @@ import time
 from stream.argparsing import OneLineParser
 from stream.config import BACKENDS, DROP_POLICIES, PRECISIONS, RESIZE_MODES, TRT_CONVERTERS, Config, load_toml, merge
 from stream.errors import Terminated, UserError
+from stream.interrupts import EXIT_SIGINT, EXIT_SIGTERM, Interrupts
 
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 LAB_COMMANDS = ("bench", "eval")  # `run_stream.py bench|eval ...`: see stream/lab
 
 
@@ -83,8 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, process_start: float | None = None) -> int:
     process_start = time.perf_counter() if process_start is None else process_start
     argv = sys.argv[1:] if argv is None else argv
-    from stream.interrupts import Interrupts
-
     interrupts = Interrupts()
     if threading_is_main():
         interrupts.install()

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from stream.errors import Terminated
 
 END_SIGTERM, END_SIGINT = "SIGTERM", "Ctrl-C (SIGINT)"
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 
 class Interrupts:

@@ -10,6 +10,7 @@ Signals are the caller's business (stream.cli): `run()` lets KeyboardInterrupt t
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -262,39 +263,27 @@ def _collect(errors: list[BaseException], fn, *args) -> None:
         errors.append(exc)
 
 
-def execute(pipeline: Pipeline, finishing=None, interrupts: Interrupts | None = None) -> RunOutcome:
+def execute(pipeline: Pipeline, interrupts: Interrupts | None = None) -> RunOutcome:
     """Start, run and finish a pipeline; Ctrl-C and SIGTERM end it as "interrupted". With the CLI's
-    `interrupts` they are requests answered between frames; without, KeyboardInterrupt/Terminated.
-    `finishing` wraps the finish (the CLI ignores further signals there, so a second Ctrl-C cannot cut
-    the finalisation short)."""
+    `interrupts` they are requests answered between frames, and further ones while the outputs are
+    finalised are only noted, so a second Ctrl-C cannot cut that short; without, KeyboardInterrupt or
+    Terminated."""
     status, end_reason, main_error = "completed", "end of input", None
-    pipeline.start()
-    try:
-        if interrupts is None:
-            end_reason = pipeline.run()
-        else:
-            with interrupts.deferred():
-                end_reason = pipeline.run(interrupts.pending)
-            if interrupts.requested:
+    with interrupts.deferred() if interrupts else contextlib.nullcontext():
+        pipeline.start()
+        try:
+            end_reason = pipeline.run(interrupts.pending if interrupts else lambda: None)
+            if interrupts and interrupts.requested:
                 status, end_reason = "interrupted", interrupts.requested
-    except Terminated:
-        status, end_reason = "interrupted", END_SIGTERM
-    except KeyboardInterrupt:
-        status, end_reason = "interrupted", END_SIGINT
-    except Exception as exc:  # noqa: BLE001 - the render loop's own failure, reported like a worker's
-        main_error = exc
-    finally:
-        with finishing() if finishing else _nothing():
+        except Terminated:
+            status, end_reason = "interrupted", END_SIGTERM
+        except KeyboardInterrupt:
+            status, end_reason = "interrupted", END_SIGINT
+        except Exception as exc:  # noqa: BLE001 - the render loop's own failure, reported like a worker's
+            main_error = exc
+        finally:
             outcome = pipeline.finish(status, end_reason, main_error)
     return outcome
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 @dataclass(frozen=True)

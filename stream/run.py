@@ -5,16 +5,12 @@ Everything a user can get wrong fails here before the model loads, as one line (
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 
 from stream.config import Config
 from stream.errors import UserError
 
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 EXIT_INCOMPLETE = 4
 
 
@@ -102,9 +98,9 @@ def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: s
             for closer in dict.fromkeys([*(s.close for sk in sinks for s in sk), ui.close]):
                 closer()
             raise
-        outcome = execute(pipeline, _signals_ignored, interrupts)
-        written = [next((s.summary()["written"] for s in sk if s.summary()["kind"] == "video"), None)
-                   for sk in sinks]
+        outcome = execute(pipeline, interrupts)
+        summaries = [[s.summary() for s in sk] for sk in sinks]
+        written = [next((s["written"] for s in sk if s["kind"] == "video"), None) for sk in summaries]
         report = build_report(info, outcome, load, written, process_start, backend.device_peak_mb())
     finally:
         backend.close()
@@ -152,7 +148,7 @@ def _check_truncated(cfg: Config, outcome, report: dict) -> str | None:
 
 
 def _exit_status(outcome, report: dict, truncated: str | None) -> int:
-    from stream.interrupts import END_SIGTERM
+    from stream.interrupts import END_SIGTERM, EXIT_SIGINT, EXIT_SIGTERM
 
     if outcome.status == "interrupted":
         print(f"interrupted ({outcome.end_reason}): outputs hold the {report['frames']['shown']} frames "
@@ -170,17 +166,3 @@ def _exit_status(outcome, report: dict, truncated: str | None) -> int:
         print(f"error: {truncated}", file=sys.stderr)
         return EXIT_INCOMPLETE
     return 0
-
-
-@contextmanager
-def _signals_ignored():
-    """While outputs are finalised a second Ctrl-C must not cut that short."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

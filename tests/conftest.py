@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -118,6 +119,22 @@ def run_cli(*args: str, timeout: float = 180, env_extra: dict | None = None, **k
     env.update(env_extra or {})
     return subprocess.run([sys.executable, str(ROOT / "run_stream.py"), *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=env, **kwargs)
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    """A run in the background, to be signalled. A test run started in the background (`pytest &`)
+    ignores SIGINT, and so would its children: the child gets the disposition an interactive user's has."""
+    return subprocess.Popen([sys.executable, str(ROOT / "run_stream.py"), *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for_lines(proc: subprocess.Popen, path: Path, count: int, timeout: float = 120) -> None:
+    """Until `path` holds `count` lines (the run is under way), failing if the run ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (not path.exists() or len(path.read_text().splitlines()) < count):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
 
 
 @pytest.fixture

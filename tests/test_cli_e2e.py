@@ -3,7 +3,6 @@
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 
 from models import load_model
 from stream.sinks import display_available  # noqa: F401 - import check: the CLI's own modules load
-from tests.conftest import CAT_LABELS, ROOT, read_all_frames, run_cli
+from tests.conftest import CAT_LABELS, read_all_frames, run_cli, start_cli, wait_for_lines
 from tests.test_tensorrt import HAS_CUDA, HAVE_TRT
 
 REPORT_KEYS = {
@@ -220,17 +219,9 @@ def test_bad_input_gives_one_line_and_nonzero_exit(args, fragment, cat_clip, tmp
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_leaves_playable_video_flushed_log_and_report(sig, code, cat_clip, tmp_path):
     out, preds, report = tmp_path / "out.mp4", tmp_path / "p.jsonl", tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run_stream.py"), "--source", str(cat_clip), "--loop", "--weights", "random",
-         "--output", str(out), "--predictions", str(preds), "--report", str(report), "--no-display"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        # A test run started in the background (`pytest &`) ignores SIGINT, and so would its children:
-        # give the child the disposition an interactive user's run has.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not preds.exists() or len(preds.read_text().splitlines()) < 30):
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
+    proc = start_cli("--source", str(cat_clip), "--loop", "--weights", "random", "--output", str(out),
+                     "--predictions", str(preds), "--report", str(report), "--no-display")
+    wait_for_lines(proc, preds, 30)
     proc.send_signal(sig)
     try:
         stdout, stderr = proc.communicate(timeout=60)

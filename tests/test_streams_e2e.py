@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from tests.cameras import LoopbackCameras, read_stamp
-from tests.conftest import ROOT, read_all_frames, run_cli
+from tests.conftest import ROOT, read_all_frames, run_cli, start_cli, wait_for_lines
 
 pytestmark = pytest.mark.slow
 MODEL = ["--model", "efficientnet_lite0", "--backend", "onnxruntime"]
@@ -119,15 +119,9 @@ def test_ctrl_c_with_four_streams_leaves_every_output_playable_and_the_report_co
     with LoopbackCameras(4) as cameras:
         args = [a for i in range(4) for a in ("--source", cameras.url(i))]
         preds, report = tmp_path / "p.jsonl", tmp_path / "r.json"
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "run_stream.py"), *args, *MODEL, "--cache-dir", str(tmp_path / "cache"),
-             "--output", str(tmp_path / "{stream}.mp4"), "--predictions", str(preds), "--report", str(report)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (not preds.exists() or len(preds.read_text().splitlines()) < 120):
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.2)
+        proc = start_cli(*args, *MODEL, "--cache-dir", str(tmp_path / "cache"), "--output",
+                         str(tmp_path / "{stream}.mp4"), "--predictions", str(preds), "--report", str(report))
+        wait_for_lines(proc, preds, 120)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr

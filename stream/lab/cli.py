@@ -11,11 +11,11 @@ from pathlib import Path
 
 from stream.argparsing import OneLineParser
 from stream.config import BACKENDS, PRECISIONS, RESIZE_MODES, TRT_CONVERTERS
-from stream.errors import UserError
+from stream.errors import Terminated, UserError
+from stream.interrupts import EXIT_SIGINT, EXIT_SIGTERM
 
 COMMANDS = ("bench", "eval")
 EXIT_SOME_FAILED = 1
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 
 def _list(kind, choices=None):
@@ -223,7 +223,7 @@ def _run(work, report: dict, out: Path, markdown, charts) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (stream.cli raises Terminated)
         _finish(report, out, markdown, charts, "interrupted")
         print(f"interrupted: {out / 'report.md'} holds what was measured so far", file=sys.stderr)
-        return EXIT_SIGTERM if type(exc).__name__ == "Terminated" else EXIT_SIGINT
+        return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
     except Exception as exc:
         _finish(report, out, markdown, charts, f"failed ({type(exc).__name__})")
         raise
