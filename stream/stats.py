@@ -66,7 +66,7 @@ class StreamRow:
     name: str
     state: str
     snap: StatsSnapshot
-    drops: dict[str, int]  # by cause: "full" (newest kept), "stale" (too old to be live)
+    drops: dict[str, int]  # by cause: "full" (newest kept), "stale" (too old to be live), "at_stop"
     reconnects: int
     stalls: int
     last_frame_age_s: float | None
