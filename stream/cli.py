@@ -8,7 +8,17 @@ import sys
 import time
 
 from stream.argparsing import OneLineParser
-from stream.config import BACKENDS, DROP_POLICIES, PRECISIONS, RESIZE_MODES, TRT_CONVERTERS, Config, load_toml, merge
+from stream.config import (
+    BACKENDS,
+    CODECS,
+    DROP_POLICIES,
+    PRECISIONS,
+    RESIZE_MODES,
+    TRT_CONVERTERS,
+    Config,
+    load_toml,
+    merge,
+)
 from stream.errors import Terminated, UserError
 from stream.interrupts import EXIT_SIGINT, EXIT_SIGTERM, Interrupts
 
@@ -28,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", help="TOML file of [[source]] tables (uri, name, target_fps): one stream each")
     p.add_argument("--output", help="annotated video to write (.mp4, .avi, ...); with several streams put {stream} "
                                     "in the path (out/{stream}.mp4)")
+    p.add_argument("--codec", choices=CODECS,
+                   help="--output's codec (default auto: h264 for .mp4/.mov/.mkv, browser-playable, when PyAV has "
+                        "libx264, else mp4v; mjpg for .avi, playable up to its last frame if the process is killed)")
+    p.add_argument("--serve", metavar="[HOST:]PORT",
+                   help="serve a live preview page, /api/status and Prometheus /metrics over HTTP (default host "
+                        "127.0.0.1; any other host is reachable from elsewhere: add --serve-token)")
+    p.add_argument("--serve-token", help="require this token of every --serve request but /healthz "
+                                         "(Authorization: Bearer TOKEN, or ?token=TOKEN)")
     p.add_argument("--report", help="run report JSON to write (a summary is always printed)")
     p.add_argument("--predictions", help="JSON lines file, one line per processed frame (with its stream); "
                                          "{stream} in the path gives one file per stream")

@@ -8,13 +8,15 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from stream.backends import BACKEND_NAMES as BACKENDS
+from stream.backends import HINTS, PRECISIONS, check_precision
+from stream.backends.quantize import METHODS as CALIBRATION_METHODS
 from stream.errors import UserError
 
 DROP_POLICIES = ("auto", "latest", "block")
-PRECISIONS = ("auto", "fp32", "fp16")
 TRT_CONVERTERS = ("onnx", "torch2trt")
 TRISTATE = ("auto", "on", "off")
 RESIZE_MODES = ("faithful", "fast")  # stream.preprocess: the weights' own transform, or a cheaper inexact one
+CODECS = ("auto", "h264", "mp4v", "mjpg")  # stream.video_writer
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,13 @@ class Config:
     threads: int | None = None  # intra-op threads for the CPU backends; None: one per available core
     trt_converter: str = "onnx"
     resize: str = "faithful"
+    calibration: str | None = None  # int8: video, image or folder to calibrate on; "source": the run's file
+    calibration_frames: int = 64
+    calibration_method: str = "minmax"
+    ov_hint: str = "auto"  # OpenVINO: latency for live sources, throughput for files
+    serve: str | None = None  # [HOST:]PORT of the browser preview, /api/status and /metrics (stream.web)
+    serve_token: str | None = None  # required of every request to --serve but /healthz, when given
+    codec: str = "auto"  # --output's codec: h264 for .mp4 when PyAV has libx264, mjpg for .avi
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(Config)}
@@ -131,16 +140,26 @@ def validate(cfg: Config) -> None:
         raise bad("latency_budget_ms", cfg.latency_budget_ms, "use a positive number of milliseconds")
     if cfg.threads is not None and not 1 <= cfg.threads <= 256:
         raise bad("threads", cfg.threads, "use 1 to 256 threads")
+    if not 1 <= cfg.calibration_frames <= 4096:
+        raise bad("calibration_frames", cfg.calibration_frames, "use 1 to 4096 frames")
     if cfg.status_every <= 0:
         raise bad("status_every", cfg.status_every, "use a positive number of seconds")
     for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKENDS), ("precision", PRECISIONS),
-                         ("trt_converter", TRT_CONVERTERS), ("resize", RESIZE_MODES),
+                         ("trt_converter", TRT_CONVERTERS), ("resize", RESIZE_MODES), ("ov_hint", HINTS),
+                         ("calibration_method", CALIBRATION_METHODS), ("codec", CODECS),
                          ("display", TRISTATE), ("dashboard", TRISTATE), ("reconnect", TRISTATE)):
         if getattr(cfg, key) not in choices:
             raise bad(key, getattr(cfg, key), f"choose one of {', '.join(choices)}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):
         raise bad("device", cfg.device, "use auto, cpu, cuda or cuda:N")
+    check_precision(cfg.backend, cfg.precision)
     if cfg.precision == "fp16" and cfg.device == "cpu":
         raise UserError("--precision fp16 needs a CUDA GPU; use --precision fp32 on CPU")
+    if cfg.serve is not None:
+        from stream.web.address import parse_serve
+
+        parse_serve(cfg.serve)
+    if cfg.serve_token is not None and (cfg.serve is None or not cfg.serve_token.strip()):
+        raise UserError("--serve-token needs --serve and a non-empty token")
     if not cfg.weights:
         raise bad("weights", cfg.weights, "use imagenet, random or a path to a state_dict file")

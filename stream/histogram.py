@@ -9,8 +9,10 @@ counters whatever the run's length, and each percentile within `RELATIVE_ERROR` 
 
 from __future__ import annotations
 
+import bisect
 import math
 from array import array
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,14 +20,27 @@ EXACT_LIMIT = 16_384
 LOW_MS, HIGH_MS, RATIO = 1e-3, 1e6, 1.01
 BINS = int(math.ceil(math.log(HIGH_MS / LOW_MS) / math.log(RATIO))) + 1
 RELATIVE_ERROR = (RATIO - 1) / 2  # a bin's midpoint is within half its width of any value in it
+# Fixed buckets for Prometheus histograms (stream.web.metrics), counted exactly beside the percentile data.
+BUCKETS_MS = (1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0)
 METHOD = (f"exact up to {EXACT_LIMIT} samples per stage, then log-spaced bins {RATIO - 1:.0%} wide: percentiles "
           f"within {RELATIVE_ERROR:.1%} of the exact ones")
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """How many samples fell at or below each bound of BUCKETS_MS (cumulative, as Prometheus wants), and their sum."""
+
+    bounds_ms: tuple[float, ...]
+    cumulative: tuple[int, ...]
+    count: int
+    sum_ms: float
 
 
 class BoundedSamples:
     def __init__(self) -> None:
         self._exact: array | None = array("d")
         self._counts: np.ndarray | None = None
+        self._buckets = [0] * (len(BUCKETS_MS) + 1)  # the last: above every bound
         self.count = 0
         self.total = 0.0
         self.max = float("-inf")
@@ -34,6 +49,7 @@ class BoundedSamples:
         self.count += 1
         self.total += value
         self.max = max(self.max, value)
+        self._buckets[bisect.bisect_left(BUCKETS_MS, value)] += 1
         if self._exact is not None:
             self._exact.append(value)
             if len(self._exact) > EXACT_LIMIT:
@@ -46,6 +62,13 @@ class BoundedSamples:
         values = np.frombuffer(self._exact, np.float64)
         np.add.at(self._counts, _bins(values), 1)
         self._exact = None
+
+    def buckets(self) -> Buckets:
+        running, cumulative = 0, []
+        for n in self._buckets[:-1]:
+            running += n
+            cumulative.append(running)
+        return Buckets(BUCKETS_MS, tuple(cumulative), self.count, self.total)
 
     @property
     def exact(self) -> bool:

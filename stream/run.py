@@ -33,18 +33,51 @@ def run_streams(cfg: Config, process_start: float, interrupts=None) -> int:
                 check_writable(path, flag)
     if cfg.report:
         check_writable(cfg.report, "--report")
+    _check_codec(cfg, specs)
     backend_cls = backend_class(cfg.backend)  # fails fast, before any model is loaded
     if cfg.display == "on":
         WindowSink.check()
     sources, busy = [], set()  # busy: sources a capture thread that missed its join may still be reading
+    server = None
     try:
         for spec in specs:
             sources.append(_open(spec.uri))
-        return _run(cfg, specs, sources, backend_cls, process_start, busy, interrupts)
+        server = _serve(cfg, specs)
+        return _run(cfg, specs, sources, backend_cls, process_start, busy, interrupts, server)
     finally:
+        if server is not None:
+            server.stop()
         for source in sources:
             if id(source) not in busy:
                 source.close()
+
+
+def _check_codec(cfg: Config, specs) -> None:
+    from stream.streams import output_path
+    from stream.video_writer import choose_codec
+
+    for spec in specs:
+        path = output_path(cfg.output, spec.name, len(specs), "--output")
+        note = choose_codec(path, cfg.codec).note if path else None
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+
+
+def _serve(cfg: Config, specs):
+    """The --serve server, listening before the model loads (a busy port fails fast); None without --serve."""
+    if cfg.serve is None:
+        return None
+    from stream.web.address import exposure_warning, parse_serve
+    from stream.web.server import PreviewServer
+
+    address = parse_serve(cfg.serve)
+    warning = exposure_warning(address, cfg.serve_token)
+    if warning:
+        print(warning, file=sys.stderr)
+    server = PreviewServer(address, [s.name for s in specs], cfg.serve_token)
+    server.start()
+    print(f"serving {server.url} (live preview, /api/status, /metrics)", flush=True)
+    return server
 
 
 def _open(uri: str):
@@ -55,7 +88,7 @@ def _open(uri: str):
     return open_source(uri, read_timeout_ms=int(READ_TIMEOUT_S * 1000))
 
 
-def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: set, interrupts) -> int:
+def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: set, interrupts, server) -> int:
     from models.spec import ModelRequest
     from stream.backends import BackendOptions
     from stream.dashboard import LiveDashboard, StatusPrinter
@@ -83,10 +116,16 @@ def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: s
                        model.preprocess.interpolation,
                        tuple((s.name, src.info, pol) for s, src, pol in zip(specs, sources, policies, strict=True)))
         window = cfg.display == "on" or (cfg.display == "auto" and display_available())
-        sinks = open_sinks(Outputs(cfg.output, cfg.predictions, window), [s.name for s in specs],
+        sinks = open_sinks(Outputs(cfg.output, cfg.predictions, window, cfg.codec), [s.name for s in specs],
                            [s.info for s in sources])
         live_ui = cfg.dashboard == "on" or (cfg.dashboard == "auto" and sys.stdout.isatty())
         ui = LiveDashboard(info) if live_ui else StatusPrinter(cfg.status_every)
+        if server is not None:
+            from stream.web.server import ServedUi
+
+            for spec, stream_sinks in zip(specs, sinks, strict=True):
+                stream_sinks.append(server.frames[spec.name])
+            ui = ServedUi(ui, server)
         load = LoadTimes(backend.load, warmup_s, time.perf_counter() - process_start)
         try:
             preprocessor = make_preprocessor(model.preprocess, backend.input_device, cfg.resize)

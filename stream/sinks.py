@@ -19,8 +19,7 @@ import numpy as np
 from stream.errors import UserError
 from stream.frames import Classified
 from stream.streams import output_path
-
-FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+from stream.video_writer import choose_codec, even_size, open_encoder
 
 
 class Sink(Protocol):
@@ -42,6 +41,7 @@ class Outputs:
     video: str | None = None
     predictions: str | None = None
     window: bool = False
+    codec: str = "auto"  # stream.video_writer: h264 for .mp4 when PyAV has libx264, else mp4v; mjpg for .avi
 
 
 def open_sinks(outputs: Outputs, names: list[str], infos: list, shared: dict | None = None) -> list[list[Sink]]:
@@ -55,7 +55,7 @@ def open_sinks(outputs: Outputs, names: list[str], infos: list, shared: dict | N
             per_stream.append(sinks)  # before opening, so a failure below closes what did open
             video = output_path(outputs.video, name, len(names), "--output")
             if video:
-                sinks.append(VideoFileSink(video, info.fps or 30.0, info.width, info.height))
+                sinks.append(VideoFileSink(video, info.fps or 30.0, info.width, info.height, outputs.codec))
             log = output_path(outputs.predictions, name, len(names), "--predictions")
             if log:
                 if log not in opened:
@@ -89,19 +89,15 @@ def check_writable(path: str, flag: str) -> None:
 
 
 class VideoFileSink:
-    def __init__(self, path: str, fps: float, width: int, height: int) -> None:
-        ext = Path(path).suffix.lower()
-        if ext not in FOURCC:
-            raise UserError(f"--output {path}: unsupported extension; use one of {', '.join(FOURCC)}")
+    def __init__(self, path: str, fps: float, width: int, height: int, codec: str = "auto") -> None:
         self.path = path
-        self.size = (width, height)
+        self.codec = choose_codec(path, codec).codec
+        self.size = even_size(width, height, self.codec)
         self.written = 0
-        self._writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*FOURCC[ext]), fps, self.size)
-        if not self._writer.isOpened():
-            raise UserError(f"--output {path}: OpenCV cannot write this video; try a .avi or .mp4 path")
+        self._writer = open_encoder(path, self.codec, fps, *self.size)
 
     def summary(self) -> dict:
-        return {"kind": "video", "path": self.path, "written": self.written}
+        return {"kind": "video", "path": self.path, "written": self.written, "codec": self.codec}
 
     def write(self, item: Classified, annotated: np.ndarray) -> bool:
         if annotated.shape[1::-1] != self.size:  # image folders may mix sizes; a video cannot
@@ -111,7 +107,7 @@ class VideoFileSink:
         return True
 
     def close(self) -> None:
-        self._writer.release()
+        self._writer.close()
 
 
 class WindowSink:

@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 
 from stream.frames import Classified, Prediction, TopK
-from stream.histogram import BoundedSamples
+from stream.histogram import BoundedSamples, Buckets
 from stream.realtime import Measured, Target, Verdict, judge
 
 STAGES = ("preprocess", "inference", "postprocess", "render", "end_to_end")
@@ -94,6 +94,7 @@ class StatsSnapshot:
     eta_s: float | None = None
     verdict: Verdict | None = None
     streams: list[StreamRow] = field(default_factory=list)
+    histograms: dict[str, Buckets] = field(default_factory=dict)  # every sample of the run, per stage
 
     def with_streams(self, rows: list[StreamRow]) -> StatsSnapshot:
         return replace(self, streams=rows)
@@ -208,6 +209,7 @@ class StatsCollector:
             counts = dict(self._counts)
             top = list(self._top)
             model_fps = self.model_fps()
+            histograms = {s: v.buckets() for s, v in self._all.items()}
         dropped = self._dropped()
         elapsed = now - (self.started_at or now)
         eta = None
@@ -237,4 +239,5 @@ class StatsCollector:
             total_frames=self.total_frames,
             eta_s=eta,
             verdict=verdict,
+            histograms=histograms,
         )

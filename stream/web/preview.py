@@ -1,0 +1,96 @@
+"""One stream's newest annotated frame for browser viewers: a sink the render loop writes into without waiting.
+
+The render thread only swaps a reference under a short lock (and keeps none while nobody watches). JPEG
+encoding happens in the server's threads, lazily, for whichever viewer asks first: once per frame and
+size, and at most once per MIN_ENCODE_INTERVAL_S, so ten viewers cost what one does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from stream.frames import Classified
+
+JPEG_QUALITY = 70  # Frigate's choice for its MJPEG preview: about 83 kB per 720p frame
+MIN_ENCODE_INTERVAL_S = 1 / 30  # a frame younger than this is reused, however many viewers ask
+
+
+@dataclass(frozen=True)
+class Encoded:
+    seq: int  # which published frame it is
+    jpeg: bytes
+    at: float  # time.monotonic() when encoded
+
+
+class LatestFrame:
+    def __init__(self, name: str, quality: int = JPEG_QUALITY) -> None:
+        self.name = name
+        self.quality = quality
+        self._lock = threading.Lock()  # the render thread's: held for a swap, never across an encode
+        self._encode_lock = threading.Lock()  # the readers': one encode per frame and size
+        self._image: np.ndarray | None = None
+        self._seq = 0
+        self._viewers = 0
+        self._cache: dict[int | None, Encoded] = {}  # by requested height
+        self.encodes = 0
+
+    # The sink side (stream.sinks.Sink), called by the render loop.
+    def write(self, item: Classified, annotated: np.ndarray) -> bool:
+        with self._lock:
+            self._seq += 1
+            # The frame is not drawn on after the render stage, so a reference is enough; none is kept unwatched.
+            self._image = annotated if self._viewers else None
+        return True
+
+    def summary(self) -> dict:
+        return {"kind": "preview", "stream": self.name, "encodes": self.encodes}
+
+    def close(self) -> None:
+        pass  # the last frame stays on show until the server stops
+
+    # The viewer side, called from the server's threads.
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    @property
+    def viewers(self) -> int:
+        return self._viewers
+
+    def watch(self) -> None:
+        with self._lock:
+            self._viewers += 1
+
+    def unwatch(self) -> None:
+        with self._lock:
+            self._viewers -= 1
+            if not self._viewers:
+                self._image = None
+                self._cache.clear()
+
+    def jpeg(self, height: int | None = None) -> Encoded | None:
+        """The newest frame as JPEG, `height` pixels high (None: as drawn; never enlarged); None before any."""
+        with self._encode_lock:
+            with self._lock:
+                image, seq = self._image, self._seq
+            if image is None:
+                return self._cache.get(height)
+            cached = self._cache.get(height)
+            now = time.monotonic()
+            if cached is not None and (cached.seq == seq or now - cached.at < MIN_ENCODE_INTERVAL_S):
+                return cached
+            h, w = image.shape[:2]
+            if height is not None and height < h:
+                image = cv2.resize(image, (max(round(w * height / h), 1), height), interpolation=cv2.INTER_AREA)
+            ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+            if not ok:
+                return cached
+            self.encodes += 1
+            encoded = Encoded(seq, buf.tobytes(), now)
+            self._cache[height] = encoded
+            return encoded
