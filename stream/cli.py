@@ -10,8 +10,10 @@ import time
 from stream.argparsing import OneLineParser
 from stream.config import (
     BACKENDS,
+    CALIBRATION_METHODS,
     CODECS,
     DROP_POLICIES,
+    HINTS,
     PRECISIONS,
     RESIZE_MODES,
     TRT_CONVERTERS,
@@ -57,7 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="= --backend tensorrt (NVIDIA GPU; see requirements-gpu.txt)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="fp16 needs a CUDA GPU (default auto: fp16 for TensorRT, fp32 otherwise)")
+                   help="fp16 needs a CUDA GPU; int8 (onnxruntime, openvino, tensorrt) is calibrated on real frames "
+                        "(default auto: fp16 for TensorRT, fp32 otherwise)")
+    p.add_argument("--calibration", help="int8: video, image or image folder to calibrate on, or 'source' for the "
+                                         "run's own file (default: the sample clip)")
+    p.add_argument("--calibration-frames", type=int,
+                   help=f"int8: frames to calibrate on (default {d.calibration_frames})")
+    p.add_argument("--calibration-method", choices=CALIBRATION_METHODS,
+                   help=f"int8: how activation ranges are chosen (default {d.calibration_method})")
+    p.add_argument("--openvino-hint", choices=HINTS,
+                   help="OpenVINO performance hint (default auto: latency for live sources, throughput for files)")
     p.add_argument("--trt-converter", choices=TRT_CONVERTERS,
                    help="how the TensorRT engine is built: TensorRT's ONNX parser (default) or torch2trt")
     p.add_argument("--cache-dir", help="where exported ONNX models and TensorRT engines are kept "

@@ -54,7 +54,7 @@ class Config:
     calibration: str | None = None  # int8: video, image or folder to calibrate on; "source": the run's file
     calibration_frames: int = 64
     calibration_method: str = "minmax"
-    ov_hint: str = "auto"  # OpenVINO: latency for live sources, throughput for files
+    openvino_hint: str = "auto"  # OpenVINO: latency for live sources, throughput for files
     serve: str | None = None  # [HOST:]PORT of the browser preview, /api/status and /metrics (stream.web)
     serve_token: str | None = None  # required of every request to --serve but /healthz, when given
     codec: str = "auto"  # --output's codec: h264 for .mp4 when PyAV has libx264, mjpg for .avi
@@ -145,7 +145,7 @@ def validate(cfg: Config) -> None:
     if cfg.status_every <= 0:
         raise bad("status_every", cfg.status_every, "use a positive number of seconds")
     for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKENDS), ("precision", PRECISIONS),
-                         ("trt_converter", TRT_CONVERTERS), ("resize", RESIZE_MODES), ("ov_hint", HINTS),
+                         ("trt_converter", TRT_CONVERTERS), ("resize", RESIZE_MODES), ("openvino_hint", HINTS),
                          ("calibration_method", CALIBRATION_METHODS), ("codec", CODECS),
                          ("display", TRISTATE), ("dashboard", TRISTATE), ("reconnect", TRISTATE)):
         if getattr(cfg, key) not in choices:

@@ -103,7 +103,10 @@ def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: s
     plan = plan_run(cfg, specs, [s.info for s in sources])
     batch = plan.batching.size
     print(f"loading {cfg.model} ({cfg.weights} weights) on {cfg.backend}...", flush=True)
-    options = BackendOptions(cfg.device, cfg.precision, batch, cfg.cache_dir, cfg.threads, cfg.trt_converter)
+    live = any(p.live for p in plan.streams)
+    options = BackendOptions(cfg.device, cfg.precision, batch, cfg.cache_dir, cfg.threads, cfg.trt_converter,
+                             _calibration(cfg, specs, sources),
+                             "latency" if live and cfg.openvino_hint == "auto" else cfg.openvino_hint)
     backend = backend_cls(ModelRequest(cfg.model, cfg.weights), options)
     model = backend.model
     try:
@@ -154,6 +157,19 @@ def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: s
         write_report(report, cfg.report)
     print(summary(report))
     return _exit_status(outcome, report, truncated)
+
+
+def _calibration(cfg: Config, specs, sources):
+    from stream.backends.quantize import Calibration
+
+    path = cfg.calibration
+    if path == "source":  # the run's own recording: calibrated on the very frames it will classify
+        files = [spec.uri for spec, src in zip(specs, sources, strict=True) if not src.info.live]
+        if not files:
+            raise UserError("--calibration source needs a video file or image folder among the sources; "
+                            "give --calibration PATH for live cameras")
+        path = files[0]
+    return Calibration(path, cfg.calibration_frames, cfg.calibration_method)
 
 
 def _warnings(cfg: Config, sources, report: dict) -> None:

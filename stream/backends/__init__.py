@@ -10,22 +10,31 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from models.spec import ModelInfo
 from stream.errors import UserError
 
+if TYPE_CHECKING:
+    from stream.backends.quantize import Calibration
+
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+INT8_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+HINTS = ("auto", "latency", "throughput")  # OpenVINO's performance hint; auto: latency at batch 1
+
 
 @dataclass(frozen=True)
 class BackendOptions:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto | fp32 | fp16; auto is fp16 for TensorRT, fp32 elsewhere
+    precision: str = "auto"  # auto | fp32 | fp16 | int8; auto is fp16 for TensorRT, fp32 elsewhere
     max_batch: int = 1
     cache_dir: str | None = None  # None: the user cache dir (see backends.cache)
     threads: int | None = None  # intra-op threads on CPU; None: one per available core
     trt_converter: str = "onnx"  # onnx (TensorRT's ONNX parser) | torch2trt
+    calibration: Calibration | None = None  # int8's calibration frames; None: the sample clip, 64 frames, minmax
+    hint: str = "auto"  # latency for live sources, throughput for files (OpenVINO)
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,7 @@ class Backend(Protocol):
     runtime_modules: tuple[str, ...]  # what the backend imports to run (timed apart by `bench`)
     device: str  # "cpu", "cuda:0", ...
     input_device: str  # where `infer` wants its batch: "cpu" (numpy) or "cuda:N" (torch tensor)
-    precision: str  # "fp32" | "fp16"
+    precision: str  # "fp32" | "fp16" | "int8"
     model: ModelInfo
     load: LoadRecord
 
@@ -73,6 +82,13 @@ def _onnxruntime() -> type:
     return OnnxRuntimeBackend
 
 
+def _openvino() -> type:
+    from stream.backends.openvino_backend import OpenVinoBackend
+
+    OpenVinoBackend.check_available()
+    return OpenVinoBackend
+
+
 def _tensorrt() -> type:
     from stream.backends.tensorrt_backend import TensorRTBackend
 
@@ -82,7 +98,8 @@ def _tensorrt() -> type:
 
 # name → loader of the backend's class; loaders import lazily so GPU libraries load only on demand.
 # The one list of backend names: the config, the command lines and bench read it from here.
-BACKENDS: dict[str, Callable[[], type]] = {"torch": _torch, "onnxruntime": _onnxruntime, "tensorrt": _tensorrt}
+BACKENDS: dict[str, Callable[[], type]] = {"torch": _torch, "onnxruntime": _onnxruntime, "openvino": _openvino,
+                                           "tensorrt": _tensorrt}
 BACKEND_NAMES = tuple(BACKENDS)
 
 
@@ -104,6 +121,18 @@ def timed_warmup(infer: Callable[[Any], np.ndarray], dummy: Any, iterations: int
 
 
 def resolve_precision(requested: str, default: str) -> str:
-    if requested not in ("auto", "fp32", "fp16"):
-        raise UserError(f"unknown precision {requested!r}; use auto, fp32 or fp16")
+    if requested not in PRECISIONS:
+        raise UserError(f"unknown precision {requested!r}; use {', '.join(PRECISIONS)}")
     return default if requested == "auto" else requested
+
+
+def runs(backend: str, precision: str) -> bool:
+    """Whether `backend` offers `precision` at all (int8 needs a calibrated Q/DQ model)."""
+    return precision != "int8" or backend in INT8_BACKENDS
+
+
+def check_precision(backend: str, precision: str) -> None:
+    """int8 only where a calibrated int8 model can run: one line naming those backends."""
+    if not runs(backend, precision):
+        raise UserError(f"--precision int8 runs on {', '.join(INT8_BACKENDS)} (a calibrated QDQ model), not on "
+                        f"{backend}; add --backend onnxruntime for the CPU")

@@ -16,7 +16,7 @@ import numpy as np
 from models.spec import ModelRequest
 from stream.backends import BackendOptions, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache
-from stream.backends.onnx_model import get_onnx_model
+from stream.backends.quantize import onnx_for
 from stream.errors import UserError
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -62,7 +62,8 @@ class OnnxRuntimeBackend:
         if self.precision == "fp16" and self.device == "cpu":
             raise UserError("--precision fp16 with ONNX Runtime needs a GPU provider; on CPU use fp32")
         cache = ArtifactCache(options.cache_dir)
-        onnx = get_onnx_model(request, self.precision, cache)
+        # A GPU provider (TensorRT's) accepts only symmetric int8 Q/DQ.
+        onnx = onnx_for(request, self.precision, cache, options, "u8s8" if self.device == "cpu" else "s8s8-symmetric")
         self.model = onnx.info
         started = time.perf_counter()
         so = ort.SessionOptions()

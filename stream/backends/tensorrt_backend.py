@@ -26,8 +26,9 @@ import numpy as np
 from models.spec import ModelRequest
 from stream.backends import BackendOptions, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache, Lookup
-from stream.backends.onnx_model import cache_status, get_onnx_model
+from stream.backends.onnx_model import cache_status
 from stream.backends.progress import BuildProgress
+from stream.backends.quantize import onnx_for
 from stream.backends.tensorrt_build import allows_tf32, build_onnx, build_torch2trt, check_torch2trt_supported
 from stream.errors import UserError
 
@@ -75,6 +76,9 @@ class TensorRTBackend:
             raise UserError(f"unknown --trt-converter {options.trt_converter!r}; use one of {', '.join(CONVERTERS)}")
         if options.trt_converter == "torch2trt":
             check_torch2trt_supported(trt)
+            if options.precision == "int8":
+                raise UserError("--precision int8 with --trt builds from the calibrated Q/DQ ONNX model; "
+                                "use the default --trt-converter onnx")
         self.check_available(options.trt_converter)
         if options.device == "cpu":
             raise UserError("--trt runs on a CUDA GPU; drop --device cpu, or use --backend onnxruntime on CPU")
@@ -91,11 +95,14 @@ class TensorRTBackend:
         self._logger = _stdout_logger(trt)
         self._runtime = trt.Runtime(self._logger)  # kept: engines must not outlive their runtime
         cache = ArtifactCache(options.cache_dir)
-        onnx = get_onnx_model(request, self.precision, cache)
+        # int8 is an explicitly quantized (Q/DQ) network: symmetric ranges, built strongly typed.
+        onnx = onnx_for(request, self.precision, cache, options, "s8s8-symmetric")
         self.model = onnx.info
         self._input_shape = onnx.input_shape
         batch = self._max_batch
         fields = self.engine_fields(request, onnx.input_shape, batch, options.trt_converter)
+        if self.precision == "int8":  # the calibration settings live in the int8 model's own cache key
+            fields["int8_model"] = onnx.path.name
         look = cache.lookup("tensorrt", fields, ".engine")
         started = time.perf_counter()
         free_before = torch.cuda.mem_get_info(self.device)[0]

@@ -7,7 +7,7 @@ import torch
 
 from models.registry import load_model
 from models.spec import ModelRequest
-from stream.backends import BackendOptions, LoadRecord, resolve_precision, timed_warmup
+from stream.backends import BackendOptions, LoadRecord, check_precision, resolve_precision, timed_warmup
 from stream.errors import UserError
 
 
@@ -28,6 +28,7 @@ class TorchBackend:
     def __init__(self, request: ModelRequest, options: BackendOptions) -> None:
         self.device = resolve_device(options.device)
         self.input_device = self.device
+        check_precision(self.name, options.precision)
         self.precision = resolve_precision(options.precision, "fp32")
         if self.precision == "fp16" and not self.device.startswith("cuda"):
             raise UserError("--precision fp16 needs a CUDA GPU (CPU fp16 is slower, not faster); use fp32 on CPU")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stream.backends import runs
+from stream.backends.quantize import Calibration
 from stream.lab.metrics import Latency, fidelity, mean_std, payback_frames
 from stream.lab.progress import JobProgress
 from stream.lab.runner import job_cache, run_job, run_pipeline
@@ -50,13 +52,15 @@ class BenchSettings:
     cache_dir: str | None = None  # None: a fresh cache inside `out`, deleted at the end
     trt_converter: str = "onnx"
     resize: str = "faithful"
+    calibration: Calibration = Calibration()
     timeout: float = 1800.0
 
 
 def _job(s: BenchSettings, c: Combo, cache: str, **kw) -> Job:
     fields = dict(kind="bench", model=c.model, weights=c.weights, backend=c.backend, precision=c.precision,
                   batch=c.batch, device=s.device, threads=s.threads, cache_dir=cache, trt_converter=s.trt_converter,
-                  resize=s.resize, warmup=s.warmup, repeats=s.repeats, inputs=s.inputs, frames=s.frames)
+                  resize=s.resize, warmup=s.warmup, repeats=s.repeats, inputs=s.inputs, frames=s.frames,
+                  **Job.calibration_fields(s.calibration))
     return Job(**{**fields, **kw})
 
 
@@ -64,7 +68,10 @@ def _pipeline_args(s: BenchSettings, c: Combo, cache: str, work: Path) -> list[s
     args = ["--source", s.inputs, "--model", c.model, "--weights", c.weights, "--backend", c.backend,
             "--precision", c.precision, "--batch", str(c.batch), "--device", s.device, "--loop",
             "--max-frames", str(s.pipeline_frames), "--target-fps", str(s.target_fps), "--drop-policy", "block",
-            "--cache-dir", cache, "--trt-converter", s.trt_converter, "--resize", s.resize, "--warmup", str(s.warmup)]
+            "--cache-dir", cache, "--trt-converter", s.trt_converter, "--resize", s.resize, "--warmup", str(s.warmup),
+            "--calibration-frames", str(s.calibration.frames), "--calibration-method", s.calibration.method]
+    if s.calibration.path:
+        args += ["--calibration", s.calibration.path]
     if s.threads:
         args += ["--threads", str(s.threads)]
     if s.pipeline_video:
@@ -252,7 +259,9 @@ def _fidelity(row: dict, r: dict, ref: dict | None) -> dict | None:
 
 def combos(models: list[tuple[str, str]], backends: list[str], precisions: list[str],
            batches: list[int]) -> list[Combo]:
-    """Torch first within each model, so its logits are the reference before the others are compared."""
+    """Torch first within each model, so its logits are the reference before the others are compared;
+    combinations a backend does not offer at all (int8 on torch) are left out."""
     order = sorted(backends, key=lambda b: b != "torch")
-    return [Combo(m, w, b, p, n) for m, w in models for b in order for p in precisions for n in batches]
+    return [Combo(m, w, b, p, n) for m, w in models for b in order for p in precisions for n in batches
+            if runs(b, p)]
 

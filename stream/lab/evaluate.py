@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stream.backends import runs
+from stream.backends.quantize import Calibration
 from stream.lab.accuracy import score
 from stream.lab.dataset import WNID, LabelledSet, imagenet_wnids, resolve
 from stream.lab.metrics import Latency
@@ -27,7 +29,7 @@ class EvalSettings:
     backends: list[str]
     data: LabelledSet
     out: Path
-    precision: str = "auto"
+    precisions: tuple[str, ...] = ("auto",)
     batch: int = 8
     warmup: int = 2
     device: str = "auto"
@@ -35,6 +37,7 @@ class EvalSettings:
     cache_dir: str | None = None
     trt_converter: str = "onnx"
     resize: str = "faithful"
+    calibration: Calibration = Calibration()
     timeout: float = 1800.0
 
 
@@ -42,18 +45,19 @@ def run_eval(s: EvalSettings, write) -> dict:
     work = s.out / "work"
     work.mkdir(parents=True, exist_ok=True)
     paths = [i.path for i in s.data.images]
-    plan = [(m, w, b) for m, w in s.models for b in s.backends]
-    rows = [{"model": m, "weights": w, "backend": b, "precision": s.precision, "batch": s.batch,
-             "status": "pending", "reason": None} for m, w, b in plan]
+    plan = [(m, w, b, p) for m, w in s.models for b in s.backends for p in s.precisions if runs(b, p)]
+    rows = [{"model": m, "weights": w, "backend": b, "precision": p, "batch": s.batch,
+             "status": "pending", "reason": None} for m, w, b, p in plan]
     progress = JobProgress(len(plan))
     with job_cache(s.cache_dir, s.out) as cache:
         try:
             for row in rows:
-                name = f"{row['model']}-{row['backend']}-{s.precision}"
+                name = f"{row['model']}-{row['backend']}-{row['precision']}"
                 job = Job(kind="eval", model=row["model"], weights=row["weights"], backend=row["backend"],
-                          precision=s.precision, batch=s.batch, device=s.device, threads=s.threads, cache_dir=cache,
-                          trt_converter=s.trt_converter, resize=s.resize, warmup=s.warmup, images=paths,
-                          logits_path=str(work / f"{name}.logits.npy"))
+                          precision=row["precision"], batch=s.batch, device=s.device, threads=s.threads,
+                          cache_dir=cache, trt_converter=s.trt_converter, resize=s.resize, warmup=s.warmup,
+                          images=paths, logits_path=str(work / f"{name}.logits.npy"),
+                          **Job.calibration_fields(s.calibration))
                 result = run_job(job, work, name, s.timeout)
                 row.update(score_result(s.data, result))
                 progress.advance(name, result)

@@ -37,8 +37,9 @@ def read_images(paths: list[str]) -> tuple[list[np.ndarray], list[str], list[str
     return frames, read, skipped
 
 
-def load_frames(inputs: str, count: int) -> list[np.ndarray]:
-    """Up to `count` real frames from a video file, an image, or a folder of images."""
+def load_frames(inputs: str, count: int, flag: str = "--inputs") -> list[np.ndarray]:
+    """Up to `count` real frames from a video file, an image, or a folder of images; `flag` names the
+    option that gave them in errors."""
     path = Path(inputs)
     if path.is_dir():
         files = [str(p) for p in image_files(path)]
@@ -46,19 +47,19 @@ def load_frames(inputs: str, count: int) -> list[np.ndarray]:
     elif is_image(path):
         frames, _, _ = read_images([str(path)])
     elif path.is_file():
-        frames = _video_frames(path, count)
+        frames = _video_frames(path, count, flag)
     else:
-        raise UserError(f"--inputs {inputs}: no such file or folder")
+        raise UserError(f"{flag} {inputs}: no such file or folder")
     if not frames:
-        raise UserError(f"--inputs {inputs}: no decodable frames")
+        raise UserError(f"{flag} {inputs}: no decodable frames")
     return frames
 
 
-def _video_frames(path: Path, count: int) -> list[np.ndarray]:
+def _video_frames(path: Path, count: int, flag: str) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
-            raise UserError(f"--inputs {path}: not a readable video")
+            raise UserError(f"{flag} {path}: not a readable video")
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         wanted = set(_spaced(total, count)) if total > 0 else set(range(count))
         frames, index = [], 0

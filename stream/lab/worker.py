@@ -32,6 +32,9 @@ class Job:
     cache_dir: str | None = None
     trt_converter: str = "onnx"
     resize: str = "faithful"
+    calibration: str | None = None  # int8: None is the sample clip
+    calibration_frames: int = 64
+    calibration_method: str = "minmax"
     warmup: int = 5
     repeats: int = 30  # timed batches (bench); at least this many (eval, which repeats a small set)
     inputs: str | None = None  # bench: video, image or folder
@@ -42,6 +45,11 @@ class Job:
     @staticmethod
     def load(path: str | Path) -> "Job":
         return Job(**json.loads(Path(path).read_text()))
+
+    @staticmethod
+    def calibration_fields(cal) -> dict:
+        """A `stream.backends.quantize.Calibration` as the job's flat fields."""
+        return {"calibration": cal.path, "calibration_frames": cal.frames, "calibration_method": cal.method}
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self)))
@@ -69,7 +77,10 @@ def measure(job: Job, result: dict) -> None:
     result["import_s"] = time.perf_counter() - started
     frames = load_frames(job.inputs, job.frames) if job.kind == "bench" else None  # bad input before the load
 
-    options = BackendOptions(job.device, job.precision, job.batch, job.cache_dir, job.threads, job.trt_converter)
+    from stream.backends.quantize import Calibration
+
+    options = BackendOptions(job.device, job.precision, job.batch, job.cache_dir, job.threads, job.trt_converter,
+                             Calibration(job.calibration, job.calibration_frames, job.calibration_method))
     backend = cls(ModelRequest(job.model, job.weights), options)
     try:
         load = backend.load

@@ -1,0 +1,158 @@
+"""OpenVINO backend (`--backend openvino`): the cached ONNX export (fp32, or the int8 Q/DQ model) on
+OpenVINO's CPU plugin.
+
+Live sources compile with the LATENCY hint (one request, every core on one frame); files with the
+THROUGHPUT hint, where the plugin runs several streams of inference at once: a batch is split into one
+contiguous chunk per stream, the chunks go through an `AsyncInferQueue` together and their logits are
+written back at their offsets, so results stay in frame order.
+
+The compiled model is exported once (`CompiledModel.export_model`) into the project's artifact cache,
+keyed on the ONNX model, the OpenVINO version, the CPU, the hint and the thread count, with the same
+checksummed sidecar as the other artifacts; a warm start imports it instead of compiling the ONNX model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import time
+
+import numpy as np
+
+from models.spec import ModelRequest, package_version
+from stream.backends import BackendOptions, LoadRecord, resolve_precision, timed_warmup
+from stream.backends.cache import ArtifactCache, Lookup
+from stream.backends.onnx_model import cache_status
+from stream.backends.onnxruntime_backend import available_cores
+from stream.backends.progress import BuildProgress
+from stream.backends.quantize import onnx_for
+from stream.errors import UserError
+
+
+def choose_hint(hint: str, max_batch: int) -> str:
+    """auto: latency when frames come one at a time (live sources run at batch 1), else throughput."""
+    if hint not in ("auto", "latency", "throughput"):
+        raise UserError(f"unknown OpenVINO hint {hint!r}; use auto, latency or throughput")
+    if hint != "auto":
+        return hint
+    return "latency" if max_batch <= 1 else "throughput"
+
+
+def split(n: int, parts: int) -> list[tuple[int, int]]:
+    """`n` frames as at most `parts` contiguous (start, stop) chunks of near-equal size."""
+    parts = max(1, min(parts, n))
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+class OpenVinoBackend:
+    name = "openvino"
+    runtime_modules = ("openvino",)
+    input_device = "cpu"
+    device = "cpu"
+
+    @staticmethod
+    def check_available() -> None:
+        if importlib.util.find_spec("openvino") is None:
+            raise UserError("--backend openvino: the openvino package is not installed; "
+                            "pip install -r requirements.txt")
+
+    def __init__(self, request: ModelRequest, options: BackendOptions) -> None:
+        import openvino as ov
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        if options.device.startswith("cuda"):
+            raise UserError("--backend openvino runs on the CPU here; drop --device, or use --trt for an "
+                            "NVIDIA GPU")
+        self.precision = resolve_precision(options.precision, "fp32")
+        if self.precision == "fp16":
+            raise UserError("--precision fp16 with OpenVINO is not offered on CPU; use fp32 or int8")
+        self.hint = choose_hint(options.hint, options.max_batch)
+        self.threads = options.threads or available_cores()
+        cache = ArtifactCache(options.cache_dir)
+        onnx = onnx_for(request, self.precision, cache, options)
+        self.model = onnx.info
+        self._input_shape = onnx.input_shape
+        mode = hints.PerformanceMode.LATENCY if self.hint == "latency" else hints.PerformanceMode.THROUGHPUT
+        # On CPUs with bf16 units the plugin's default is bf16 arithmetic, with fully connected layers
+        # quantized on the fly: an "fp32" model would not be fp32. Both are switched off; int8 is the
+        # Q/DQ model's own.
+        config = {hints.performance_mode: mode, props.inference_num_threads: self.threads,
+                  hints.inference_precision: ov.Type.f32, hints.dynamic_quantization_group_size: 0}
+        core = ov.Core()
+        fields = {"artifact": "openvino", "onnx": onnx.path.name, "openvino": package_version("openvino"),
+                  "cpu": _cpu_name(), "isa": list(core.get_property("CPU", props.device.capabilities)),
+                  "hint": self.hint, "threads": self.threads, "arithmetic": "f32, no dynamic quantization"}
+        look = cache.lookup("openvino", fields, ".blob")
+        started = time.perf_counter()
+        compiled = self._import(core, look, config) if look.hit else None
+        if look.hit and compiled is None:
+            look = Lookup(look.artifact, look.sidecar, False, "OpenVINO could not import it")
+        build_s = onnx.build_s
+        if compiled is None:
+            if look.stale:
+                print(f"cached OpenVINO model for {request.name} is unusable ({look.reason}); compiling it again",
+                      flush=True)
+            with BuildProgress(f"compiling {request.name} ({self.precision}) for OpenVINO ({self.hint}): once, "
+                               f"cached in {cache.root}") as progress:
+                compiled = core.compile_model(core.read_model(str(onnx.path)), "CPU", config)
+                blob = compiled.export_model()
+                blob = blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob)
+                cache.store("openvino", fields, ".blob", lambda tmp: tmp.write_bytes(blob), meta={})
+            build_s = (build_s or 0.0) + progress.elapsed_s
+            started = time.perf_counter()  # the compile is build time, not load time
+        self._compiled = compiled
+        self.streams = int(compiled.get_property(props.optimal_number_of_infer_requests))
+        self._queue = ov.AsyncInferQueue(compiled, self.streams)
+        self._queue.set_callback(self._done)
+        self._out: np.ndarray | None = None
+        weights_s = onnx.weights_s + time.perf_counter() - started
+        self.load = LoadRecord(weights_s, build_s, cache_status(look), str(look.artifact))
+
+    @staticmethod
+    def _import(core, look: Lookup, config: dict):
+        try:
+            return core.import_model(look.artifact.read_bytes(), "CPU", config)
+        except Exception:  # noqa: BLE001 - a blob from another build or a corrupt file: compiled again
+            return None
+
+    def _done(self, request, start: int) -> None:
+        # Runs in OpenVINO's thread; each chunk writes only its own rows.
+        logits = request.get_output_tensor(0).data
+        self._out[start:start + logits.shape[0]] = logits
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        chunks = split(len(batch), self.streams)
+        if len(chunks) == 1:  # one request: no queue round trip
+            request = self._queue[0]
+            request.infer({0: batch})
+            return request.get_output_tensor(0).data.copy()
+        self._out = np.empty((len(batch), len(self.model.categories)), np.float32)
+        for a, b in chunks:
+            self._queue.start_async({0: batch[a:b]}, a)
+        self._queue.wait_all()  # the callbacks have run when this returns
+        out, self._out = self._out, None
+        return out
+
+    def warmup(self, batch_size: int, iterations: int) -> float:
+        return timed_warmup(self.infer, np.zeros((batch_size, *self._input_shape), np.float32), iterations)
+
+    def device_peak_mb(self) -> float | None:
+        return None
+
+    def close(self) -> None:
+        self._queue = None
+        self._compiled = None
+
+
+def _cpu_name() -> str:
+    """What the compiled blob was built for: the plugin picks kernels by the CPU's instruction set."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
