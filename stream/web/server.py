@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +30,9 @@ from stream.web.status import status_document
 
 STOP_TIMEOUT_S = 1.5  # the bound is 2 s for the whole stop
 WRITE_TIMEOUT_S = 10.0
+# A viewer's kernel send buffer: left to autotuning, a viewer that never reads would park megabytes there
+# before its writes block and WRITE_TIMEOUT_S can notice.
+SEND_BUFFER_BYTES = 512 * 1024
 DEFAULT_FPS, MAX_FPS = 15.0, 60.0
 MAX_HEIGHT = 4320
 PAGE = Path(__file__).with_name("index.html")
@@ -173,6 +177,9 @@ class PreviewServer:
         height = None if height is None else int(height)
         response = web.StreamResponse(headers={
             "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}", "Cache-Control": "no-store"})
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         await response.prepare(request)
         frame.watch()
         try:
