@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -28,8 +29,10 @@ def json_safe(value):
         return None
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # settings records (a Calibration)
+        return json_safe(dataclasses.asdict(value))
     return value
 
 

@@ -5,6 +5,7 @@ pipeline with --trt; they skip with a reason where there is no CUDA GPU and Tens
 import importlib.util
 import json
 import sys
+import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from stream.backends.tensorrt_backend import missing_requirements, unavailable_message
+from stream.errors import UserError
 from tests.conftest import CAT_LABELS, run_cli
 
 
@@ -315,3 +317,44 @@ def test_an_engine_on_the_second_gpu_runs_from_another_thread(trt_cache):
     worker.start()
     worker.join(120)
     assert np.abs(got["logits"] - expected).max() < 1e-2
+
+
+@pytest.mark.gpu
+@needs_trt
+@pytest.mark.timeout(900)
+def test_tensorrt_int8_from_the_symmetric_qdq_model(trt_cache, tmp_path):
+    """int8: an explicitly quantized (Q/DQ, zero point 0) network, built strongly typed; its calibration in the key."""
+    import onnx
+
+    from stream.postprocess import top_k
+
+    model, batch, expected = _reference("efficientnet_lite0", "imagenet")
+    backend = _backend(trt_cache, "int8")
+    assert backend.precision == "int8" and backend.load.cache in ("miss", "hit")
+    qdq = onnx.load(str(Path(trt_cache) / "onnx" / _engine_fields_of(backend)["int8_model"]), load_external_data=False)
+    zero_points = [i for n in qdq.graph.node if n.op_type == "QuantizeLinear" for i in n.input[2:3]]
+    inits = {t.name: t for t in qdq.graph.initializer}
+    assert zero_points and all(not onnx.numpy_helper.to_array(inits[z]).any() for z in zero_points if z in inits)
+    got = backend.infer(batch)
+    ours, theirs = top_k(got, model.categories, 5), top_k(expected, model.categories, 5)
+    assert [row[0].index for row in ours] == [row[0].index for row in theirs]
+    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() > 0.98
+
+
+def _engine_fields_of(backend) -> dict:
+    sidecar = Path(backend.load.artifact + ".json")
+    return json.loads(sidecar.read_text())["fields"]
+
+
+def test_torch2trt_with_int8_is_refused_in_one_line(monkeypatch):
+    from models import ModelRequest
+    from stream.backends import BackendOptions
+    from stream.backends.tensorrt_backend import TensorRTBackend
+
+    fake = types.ModuleType("tensorrt")
+    fake.__version__ = "10.9.0"
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    with pytest.raises(UserError, match="default --trt-converter onnx"):
+        TensorRTBackend(ModelRequest("alexnet", "random"),
+                        BackendOptions(device="cuda", precision="int8", trt_converter="torch2trt"))

@@ -92,6 +92,25 @@ class ArtifactCache:
                 return miss(f"the artifact file {name} is corrupt (checksum mismatch)")
         return Lookup(artifact, sidecar, True, "", record.get("meta", {}))
 
+    def nearest_other(self, kind: str, fields: dict) -> str | None:
+        """Why a new entry is not one already cached: the settings in which the closest cached entry of the
+        same model, artifact and precision differs ("calibration_frames 32 != 64"), or None."""
+        folder = self.root / kind
+        best: list[str] | None = None
+        for sidecar in folder.glob(f"{fields.get('model', kind)}-*.json") if folder.is_dir() else ():
+            try:
+                other = json.loads(sidecar.read_text(encoding="utf-8"))["fields"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            same = ("model", "artifact", "precision")
+            if other == fields or any(other.get(k) != fields.get(k) for k in same):
+                continue
+            diffs = [f"{k} {other.get(k)!r} != {fields.get(k)!r}" for k in sorted(set(other) | set(fields))
+                     if other.get(k) != fields.get(k)]
+            if best is None or len(diffs) < len(best):
+                best = diffs
+        return "; ".join(best[:3]) if best else None
+
     def store(self, kind: str, fields: dict, suffix: str, write: Callable[[Path], None], meta: dict) -> Path:
         """`write(path)` writes the artifact (and any companion files beside it, named after it) in a
         staging folder; every file is checksummed into the sidecar and moved into place."""

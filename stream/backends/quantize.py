@@ -101,25 +101,26 @@ def get_int8_model(request: ModelRequest, cache: ArtifactCache, calibration: Cal
             return OnnxModel(look.artifact, info, shape, 0.0, None, "hit")
         except (KeyError, TypeError, ValueError):
             look = Lookup(look.artifact, look.sidecar, False, "its sidecar metadata is corrupt")
+    status = cache_status(look)
     if look.stale:
         print(f"cached int8 model for {request.name} is unusable ({look.reason}); quantizing it again", flush=True)
+    elif (other := cache.nearest_other("onnx", fields)) is not None:
+        # A new calibration set, method or frame count: a new entry beside the old one, and the reason told.
+        status = f"miss (calibration settings changed: {other})"
+        print(f"no cached int8 model for {request.name} with these settings ({other}); quantizing", flush=True)
+    from stream.lab.inputs import load_frames
+    from stream.preprocess import make_preprocessor
+
+    images = load_frames(cal.path, cal.frames, flag="--calibration")  # a bad set fails before the export
     fp32 = get_onnx_model(request, "fp32", cache)
-    frames = _calibration_batch(cal, fp32)
+    frames = make_preprocessor(fp32.info.preprocess, "cpu")(images)  # the run's own (faithful) preprocessing
     with BuildProgress(f"quantizing {request.name} to int8 ({cal.method}, {len(frames)} calibration frames "
                        f"from {cal.path}): once per model and calibration set, cached in {cache.root}") as progress:
         path = cache.store("onnx", fields, ".onnx", lambda tmp: quantize(fp32.path, tmp, frames, cal.method, flavour),
                            meta={"model": fp32.info.to_dict(), "input_shape": list(fp32.input_shape),
                                  "calibration_path": cal.path})
     build_s = (fp32.build_s or 0.0) + progress.elapsed_s
-    return OnnxModel(path, fp32.info, fp32.input_shape, fp32.weights_s, build_s, cache_status(look))
-
-
-def _calibration_batch(cal: Calibration, fp32: OnnxModel):
-    from stream.lab.inputs import load_frames
-    from stream.preprocess import make_preprocessor
-
-    frames = load_frames(cal.path, cal.frames, flag="--calibration")
-    return make_preprocessor(fp32.info.preprocess, "cpu")(frames)  # the run's own (faithful) preprocessing
+    return OnnxModel(path, fp32.info, fp32.input_shape, fp32.weights_s, build_s, status)
 
 
 def quantize(fp32_path: Path, out: Path, frames, method: str, flavour: str) -> None:
