@@ -234,7 +234,7 @@ def test_a_busy_port_is_one_line(server):
         PreviewServer(parse_serve(f"127.0.0.1:{srv.port}"), ["a"]).start()
 
 
-def test_ten_viewers_cost_one_encode_per_frame_and_get_the_height_asked_for(server):
+def test_ten_viewers_share_one_encode_per_frame_and_get_the_height_asked_for(server):
     srv = server(["chelsea"])
     frame = srv.frames["chelsea"]
     views = pan_zoom(photo("chelsea"), 1280, 720, 30)
@@ -255,7 +255,7 @@ def test_ten_viewers_cost_one_encode_per_frame_and_get_the_height_asked_for(serv
     assert all(img.shape == (360, 640, 3) for s in seen for img in s)
     # Every viewer got 8 frames, 80 in all; one encode served many of them, and never more than one a frame.
     assert frame.encodes <= published, (frame.encodes, published)
-    assert frame.encodes < 40, frame.encodes
+    assert frame.encodes <= 12, frame.encodes  # they share one feed: about one encode per frame delivered
     deadline = time.monotonic() + 5  # a gone viewer is noticed at its next frame
     while frame.viewers and time.monotonic() < deadline:
         frame.write(None, views[0].copy())

@@ -86,7 +86,10 @@ class LatestFrame:
                 return cached
             h, w = image.shape[:2]
             if height is not None and height < h:
-                image = cv2.resize(image, (max(round(w * height / h), 1), height), interpolation=cv2.INTER_AREA)
+                # Bilinear costs under 1 ms a 720p frame here, INTER_AREA at a fractional scale about 3 ms;
+                # bilinear only aliases visibly below half size, where INTER_AREA is worth its cost.
+                interpolation = cv2.INTER_LINEAR if 2 * height >= h else cv2.INTER_AREA
+                image = cv2.resize(image, (max(round(w * height / h), 1), height), interpolation=interpolation)
             ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
             if not ok:
                 return cached

@@ -24,6 +24,7 @@ from prometheus_client.exposition import choose_encoder
 from stream.errors import UserError
 from stream.stats import StatsSnapshot
 from stream.web.address import ServeAddress
+from stream.web.feed import Feed
 from stream.web.metrics import SnapshotCollector
 from stream.web.preview import LatestFrame
 from stream.web.status import status_document
@@ -57,6 +58,7 @@ class PreviewServer:
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=min(len(names) + 1, 4), thread_name_prefix="preview-jpeg")
         self._stopped = False
+        self._feeds: dict[tuple[str, int | None, float], Feed] = {}  # (stream, height, fps): the event loop's own
 
     @property
     def url(self) -> str:
@@ -181,30 +183,23 @@ class PreviewServer:
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         await response.prepare(request)
+        key = (frame.name, height, fps)
+        feed = self._feeds.get(key)
+        if feed is None:
+            feed = self._feeds[key] = Feed(frame, height, 1 / fps, self._pool, self._stopping)
         frame.watch()
+        feed.join()
         try:
-            await self._send_frames(request, response, frame, 1 / fps, height)
+            await self._send_frames(request, response, feed)
         finally:
+            feed.leave()
             frame.unwatch()
+            if not feed.viewers and self._feeds.get(key) is feed:
+                del self._feeds[key]
         return response
 
-    async def _send_frames(self, request: web.Request, response: web.StreamResponse, frame: LatestFrame,
-                           period: float, height: int | None) -> None:
-        loop = asyncio.get_running_loop()
-        sent = 0
-        while not self._stopping.is_set():
-            # Viewers at one rate wake on one clock, so they ask for the same frame: one encode serves them all.
-            try:
-                await asyncio.wait_for(self._stopping.wait(), period - loop.time() % period)
-                return
-            except TimeoutError:
-                pass
-            if frame.seq == sent:
-                continue
-            encoded = await loop.run_in_executor(self._pool, frame.jpeg, height)
-            if encoded is None or encoded.seq == sent:
-                continue
-            sent = encoded.seq
+    async def _send_frames(self, request: web.Request, response: web.StreamResponse, feed: Feed) -> None:
+        while (encoded := await feed.next()) is not None:
             part = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(encoded.jpeg)}\r\n\r\n"
                     .encode() + encoded.jpeg + b"\r\n")
             try:
