@@ -316,6 +316,20 @@ def test_slow_and_never_reading_viewers_do_not_hold_the_pipeline_or_memory(serve
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_a_viewer_stuck_in_a_write_costs_no_encodes(server):
+    srv = server(["chelsea"])
+    frame = srv.frames["chelsea"]
+    views = pan_zoom(photo("chelsea"), 1280, 720, 30)
+    stuck = socket.create_connection(("127.0.0.1", srv.port))
+    stuck.sendall(b"GET /stream/chelsea.mjpg?fps=30 HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+    for i in range(90):  # 3 s at 30 fps: the socket buffers fill with a few frames, then its write waits
+        frame.write(None, views[i % len(views)].copy())
+        time.sleep(1 / 30)
+    assert frame.viewers == 1
+    assert frame.encodes < 30, frame.encodes
+    stuck.close()
+
+
 def test_stop_within_two_seconds_with_viewers_attached(server):
     srv = server(["a"])
     srv.frames["a"].write(None, np.zeros((360, 640, 3), np.uint8))

@@ -18,6 +18,7 @@ class Feed:
                  stopping: asyncio.Event) -> None:
         self.frame, self.height, self.period_s = frame, height, period_s
         self.viewers = 0
+        self._ready = 0  # viewers waiting for a frame: one stuck in a write costs no encodes
         self._pool, self._stopping = pool, stopping
         self._next: asyncio.Future[Encoded | None] = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task | None = None
@@ -34,7 +35,11 @@ class Feed:
         """The next new frame; None when the server stops. Shielded: one viewer leaving cancels nobody else."""
         if self._stopping.is_set():
             return None
-        return await asyncio.shield(self._next)
+        self._ready += 1
+        try:
+            return await asyncio.shield(self._next)
+        finally:
+            self._ready -= 1
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -47,7 +52,7 @@ class Feed:
                     break
                 except TimeoutError:
                     pass
-                if self.frame.seq == sent:
+                if self.frame.seq == sent or not self._ready:
                     continue
                 encoded = await loop.run_in_executor(self._pool, self.frame.jpeg, self.height)
                 if encoded is None or encoded.seq == sent:
