@@ -91,6 +91,7 @@ def _open(uri: str):
 def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: set, interrupts, server) -> int:
     from models.spec import ModelRequest
     from stream.backends import BackendOptions
+    from stream.backends.onnxruntime_backend import available_cores
     from stream.dashboard import LiveDashboard, StatusPrinter
     from stream.pipeline import Pipeline, StreamInput, execute
     from stream.plan import plan_run
@@ -100,11 +101,11 @@ def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: s
     from stream.runinfo import RunInfo
     from stream.sinks import Outputs, display_available, open_sinks
 
-    plan = plan_run(cfg, specs, [s.info for s in sources])
+    plan = plan_run(cfg, specs, [s.info for s in sources], available_cores())
     batch = plan.batching.size
     print(f"loading {cfg.model} ({cfg.weights} weights) on {cfg.backend}...", flush=True)
     live = any(p.live for p in plan.streams)
-    options = BackendOptions(cfg.device, cfg.precision, batch, cfg.cache_dir, cfg.threads, cfg.trt_converter,
+    options = BackendOptions(cfg.device, cfg.precision, batch, cfg.cache_dir, plan.threads, cfg.trt_converter,
                              _calibration(cfg, specs, sources),
                              "latency" if live and cfg.openvino_hint == "auto" else cfg.openvino_hint)
     backend = backend_cls(ModelRequest(cfg.model, cfg.weights), options)

@@ -127,3 +127,17 @@ def test_cli_int8_run_reports_quantization_as_build_time(tmp_path, calib_clip):
     assert warm.returncode == 0, warm.stderr
     r = json.loads(report.read_text())
     assert r["load"]["cache"] == "hit" and r["load"]["build_s"] is None
+
+
+def test_int8_file_runs_leave_a_core_to_decode_and_encode():
+    from dataclasses import replace
+
+    from stream.config import Config
+    from stream.plan import model_threads
+
+    cfg = replace(Config(), backend="onnxruntime", precision="int8")
+    assert model_threads(cfg, 8, 2) == 1 and model_threads(cfg, 8, 8) == 7
+    assert model_threads(cfg, 1, 2) is None  # a live frame wants every core on it
+    assert model_threads(replace(cfg, precision="fp32"), 8, 2) is None  # fp32: the model is the bottleneck
+    assert model_threads(replace(cfg, threads=2), 8, 2) == 2  # the user's choice wins
+    assert model_threads(replace(cfg, backend="openvino"), 8, 2) == 1
