@@ -11,7 +11,8 @@ batch-1 requests kept in flight through an `AsyncInferQueue` compiled with the T
 drawn in frame order and written with OpenCV's mp4v writer. It runs the project's own fp32 ONNX export
 of the same weights, so only the loops differ.
 
-The project runs `run_stream.py` on the same clip, video written, for each backend/precision, at batch
+The project runs `run_stream.py` on the same clip, video written (mp4v like the peer unless `--codec h264`),
+for each backend/precision, at batch
 1 (as a live camera is run) and batch 8 (a file's default). Peer and project runs alternate in rounds,
 each a fresh process, so the machine's drift hits both; the table gives medians and the ratio to the
 peer's median. Project fps is the report's `fps.pipeline` (frames over wall time, warm-up excluded);
@@ -137,11 +138,11 @@ def peer(clip: str, onnx_path: str, spec, categories: list[str], frames: int, ou
 
 
 def project(clip: str, model: str, weights: str, backend: str, precision: str, batch: int, frames: int,
-            cache: str, work: Path) -> dict:
+            cache: str, work: Path, codec: str) -> dict:
     report = work / f"{backend}-{precision}-b{batch}.json"
     cmd = [sys.executable, str(ROOT / "run_stream.py"), "--source", clip, "--loop", "--max-frames", str(frames),
            "--model", model, "--weights", weights, "--backend", backend, "--precision", precision,
-           "--batch", str(batch), "--drop-policy", "block", "--output", str(work / "project.mp4"),
+           "--batch", str(batch), "--drop-policy", "block", "--output", str(work / "project.mp4"), "--codec", codec,
            "--report", str(report), "--cache-dir", cache, "--no-display", "--no-dashboard"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
@@ -160,6 +161,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cache-dir", help="artifact cache (default: a fresh one, built before the first round)")
     ap.add_argument("--threads", type=int, help="OpenVINO threads for the peer (default: its own choice)")
+    ap.add_argument("--codec", default="mp4v", choices=("mp4v", "h264"),
+                    help="the project's video codec (default mp4v, the peer's own, so only the loops differ)")
     ap.add_argument("--peer-only", action="store_true")
     args = ap.parse_args()
 
@@ -178,7 +181,7 @@ def main() -> int:
                                   args.frames, str(work / "peer.mp4"), args.threads)))
             return 0
         for backend, precision, batch in CONFIGS:  # first starts (export, quantization, compile) out of the rounds
-            project(clip, args.model, args.weights, backend, precision, batch, 16, cache, work)
+            project(clip, args.model, args.weights, backend, precision, batch, 16, cache, work, args.codec)
         runs: dict[str, list[float]] = {}
         errors: dict[str, str] = {}
         peer_cmd = [sys.executable, __file__, "--peer-only", "--model", args.model, "--weights", args.weights,
@@ -194,14 +197,16 @@ def main() -> int:
                 errors["peer"] = out.stderr.strip()[-300:]
             for backend, precision, batch in CONFIGS:
                 key = f"project: {backend} {precision}, batch {batch}"
-                r = project(clip, args.model, args.weights, backend, precision, batch, args.frames, cache, work)
+                r = project(clip, args.model, args.weights, backend, precision, batch, args.frames, cache, work,
+                            args.codec)
                 if "error" in r:
                     errors[key] = r["error"]
                 else:
                     runs.setdefault(key, []).append(r["fps"])
             print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     base = statistics.median(runs.get(PEER, [float("nan")]))
-    print(f"{args.model} ({args.weights}), {args.frames} frames of {Path(clip).name}, video written, "
+    print(f"{args.model} ({args.weights}), {args.frames} frames of {Path(clip).name}, video written (peer mp4v, "
+          f"project {args.codec}), "
           f"{args.rounds} rounds, medians")
     print(f"{'configuration':45} {'fps':>7} {'× peer':>7}   runs")
     for key, values in runs.items():

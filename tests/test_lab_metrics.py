@@ -74,3 +74,14 @@ def test_payback_frames():
     assert payback_frames(2.0, 15.0, 15.0) is None  # not faster: never pays back
     assert payback_frames(2.0, 10.0, 15.0) is None
     assert payback_frames(None, 20.0, 15.0) is None and payback_frames(2.0, None, 15.0) is None
+
+
+def test_top1_agreement_on_clear_calls_leaves_near_ties_out():
+    # Row 0: a clear call (probabilities 0.67 / 0.24 ...) that flips; row 1: a near-tie that flips;
+    # row 2: a clear call kept.
+    ref = np.array([[2.0, 1.0, 0.0], [1.0, 0.99, 0.0], [3.0, 0.0, 0.0]])
+    out = np.array([[1.0, 2.0, 0.0], [0.99, 1.0, 0.0], [3.0, 0.1, 0.0]])
+    f = fidelity(ref, out, random_weights=False)
+    assert f["clear_frames"] == 2
+    assert f["top1_agreement_clear"] == 0.5
+    assert f["top1_agreement"] == pytest.approx(1 / 3)

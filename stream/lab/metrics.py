@@ -56,6 +56,9 @@ def _top(logits: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-logits, axis=1, kind="stable")[:, :k]
 
 
+CLEAR_LEAD = 0.1
+
+
 def fidelity(reference: np.ndarray, output: np.ndarray, random_weights: bool) -> dict:
     """How far `output` logits are from `reference` logits for the same inputs (rows = images)."""
     if reference.shape != output.shape or reference.ndim != 2:
@@ -68,6 +71,10 @@ def fidelity(reference: np.ndarray, output: np.ndarray, random_weights: bool) ->
     k = min(5, ref.shape[1])
     top_ref, top_out = _top(ref, k), _top(out, k)
     overlap = [len(set(a) & set(b)) / k for a, b in zip(top_ref, top_out, strict=True)]
+    # Frames the reference calls clearly (its top-1 probability leads the runner-up by at least 0.1):
+    # a change of label there is a real change, not a near-tie tipping over.
+    ranked = np.sort(softmax(ref), axis=1)
+    clear = ranked[:, -1] - ranked[:, -2] >= CLEAR_LEAD if ref.shape[1] > 1 else np.ones(len(ref), bool)
     return {
         "images": int(ref.shape[0]),
         "max_abs_logit_diff": float(diff.max()),
@@ -78,6 +85,8 @@ def fidelity(reference: np.ndarray, output: np.ndarray, random_weights: bool) ->
         "mean_cosine": float(cosine.mean()),
         "top1_agreement": float(np.mean(top_ref[:, 0] == top_out[:, 0])),
         "top5_overlap": float(np.mean(overlap)),
+        "clear_frames": int(clear.sum()),
+        "top1_agreement_clear": float(np.mean(top_ref[clear, 0] == top_out[clear, 0])) if clear.any() else None,
         # Random weights give near-uniform probabilities: a tiny change can swap labels, so the
         # agreement figures say little there and the logit differences are what to read.
         "weak_agreement": bool(random_weights),

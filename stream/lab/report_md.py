@@ -99,7 +99,7 @@ def bench_markdown(report: dict) -> str:
          for r in ok])]
     lines += ["## Numeric change against PyTorch fp32 (same real frames)", "", *_table(
         ["model", "backend", "precision", "batch", "max \\|Δlogit\\|", "mean \\|Δlogit\\|", "logit scale",
-         "max \\|Δprob\\|", "cosine (min)", "top-1 agreement", "top-5 overlap"],
+         "max \\|Δprob\\|", "cosine (min)", "top-1 agreement", "top-1, clear calls", "top-5 overlap"],
         [[*_key(r), *_fidelity_cells(r.get("fidelity"), r)] for r in ok])]
     lines += [f"## Real time at {s['target_fps']:g} fps", "",
               f"Sustained fps comes from a whole-pipeline run ({s['pipeline_frames']} frames: decode, preprocess, "
@@ -132,15 +132,22 @@ def _payback(r: dict) -> str:
 
 def _fidelity_cells(f: dict | None, r: dict) -> list[str]:
     if f is None:
-        return ["no reference"] + ["–"] * 6
+        return ["no reference"] + ["–"] * 7
     if f.get("reference"):
-        return ["reference"] + ["–"] * 6
+        return ["reference"] + ["–"] * 7
     if "error" in f:
-        return [f["error"]] + ["–"] * 6
+        return [f["error"]] + ["–"] * 7
     weak = " (weak: random)" if f["weak_agreement"] else ""
     return [f"{f['max_abs_logit_diff']:.2e}", f"{f['mean_abs_logit_diff']:.2e}", f"{f['logit_scale']:.3g}",
             f"{f['max_abs_prob_diff']:.2e}", f"{f['min_cosine']:.6f}", f"{f['top1_agreement']:.0%}{weak}",
-            f"{f['top5_overlap']:.0%}{weak}"]
+            _clear(f), f"{f['top5_overlap']:.0%}{weak}"]
+
+
+def _clear(f: dict) -> str:
+    """Agreement where the reference leads its runner-up by ≥ 0.1 (older reports lack it)."""
+    if f.get("top1_agreement_clear") is None:
+        return "no clear calls" if "clear_frames" in f else "–"
+    return f"{f['top1_agreement_clear']:.0%} of {f['clear_frames']}"
 
 
 def eval_markdown(report: dict, wrong_per_row: int = 15) -> str:
