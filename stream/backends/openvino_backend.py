@@ -3,8 +3,9 @@ OpenVINO's CPU plugin.
 
 Live sources compile with the LATENCY hint (one request, every core on one frame); files with the
 THROUGHPUT hint, where the plugin runs several streams of inference at once: a batch is split into one
-contiguous chunk per stream, the chunks go through an `AsyncInferQueue` together and their logits are
-written back at their offsets, so results stay in frame order.
+contiguous chunk per stream, each chunk is started on an infer request of its own (a fixed pool, as an
+`AsyncInferQueue` holds, but without its Python callbacks) so the chunks run at once, and their logits
+are written back at their offsets: results stay in frame order.
 
 The compiled model is exported once (`CompiledModel.export_model`) into the project's artifact cache,
 keyed on the ONNX model, the OpenVINO version, the CPU, the hint and the thread count, with the same
@@ -104,9 +105,7 @@ class OpenVinoBackend:
             started = time.perf_counter()  # the compile is build time, not load time
         self._compiled = compiled
         self.streams = int(compiled.get_property(props.optimal_number_of_infer_requests))
-        self._queue = ov.AsyncInferQueue(compiled, self.streams)
-        self._queue.set_callback(self._done)
-        self._out: np.ndarray | None = None
+        self._requests = [compiled.create_infer_request() for _ in range(self.streams)]
         weights_s = onnx.weights_s + time.perf_counter() - started
         self.load = LoadRecord(weights_s, build_s, cache_status(look), str(look.artifact))
 
@@ -117,23 +116,18 @@ class OpenVinoBackend:
         except Exception:  # noqa: BLE001 - a blob from another build or a corrupt file: compiled again
             return None
 
-    def _done(self, request, start: int) -> None:
-        # Runs in OpenVINO's thread; each chunk writes only its own rows.
-        logits = request.get_output_tensor(0).data
-        self._out[start:start + logits.shape[0]] = logits
-
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        chunks = split(len(batch), self.streams)
-        if len(chunks) == 1:  # one request: no queue round trip
-            request = self._queue[0]
-            request.infer({0: batch})
-            return request.get_output_tensor(0).data.copy()
-        self._out = np.empty((len(batch), len(self.model.categories)), np.float32)
-        for a, b in chunks:
-            self._queue.start_async({0: batch[a:b]}, a)
-        self._queue.wait_all()  # the callbacks have run when this returns
-        out, self._out = self._out, None
+        chunks = split(len(batch), len(self._requests))
+        for request, (a, b) in zip(self._requests, chunks, strict=False):
+            request.start_async({0: batch[a:b]})
+        # Each chunk has a request of its own, so its output is its own until the next call; `wait`
+        # releases the GIL. (No Python completion callbacks: OpenVINO's threads taking the GIL for them
+        # deadlocked against the compiled model's destructor.)
+        out = np.empty((len(batch), len(self.model.categories)), np.float32)
+        for request, (a, b) in zip(self._requests, chunks, strict=False):
+            request.wait()
+            out[a:b] = request.get_output_tensor(0).data
         return out
 
     def warmup(self, batch_size: int, iterations: int) -> float:
@@ -143,7 +137,7 @@ class OpenVinoBackend:
         return None
 
     def close(self) -> None:
-        self._queue = None
+        self._requests = []
         self._compiled = None
 
 
