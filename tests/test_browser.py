@@ -3,10 +3,8 @@ live and the H.264 output plays in a `<video>` element. Skipped, with the reason
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -15,30 +13,16 @@ from stream.sample import pan_zoom, photo
 from stream.sinks import VideoFileSink
 from stream.web.address import parse_serve
 from stream.web.server import PreviewServer
+from tests.browser import MISSING, open_chromium
 from tests.test_web import PhotoSource, pipeline_for
 
-CHROMIUM, DRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
-                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
-
-
-def chromium_options(webdriver, profile: Path):
-    """Debian's chromium, headless and quiet: no sandbox (root in CI), no network of its own, a fresh profile."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--autoplay-policy=no-user-gesture-required", "--window-size=1300,900", f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    return options
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 
 @pytest.fixture
 def browser(tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER),
-                              options=chromium_options(webdriver, tmp_path / "profile"))
-    driver.set_page_load_timeout(30)
+    pytest.importorskip("selenium")
+    driver = open_chromium(tmp_path / "profile")
     yield driver
     driver.quit()
 
