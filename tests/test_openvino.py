@@ -113,3 +113,16 @@ def test_openvino_int8_row_in_bench(tmp_path):
     assert "openvino" in md and "int8" in md
     int8_rows = [r for r in rows if r["precision"] == "int8"]
     assert all(r["fidelity"] and "max_abs_logit_diff" in json.dumps(r["fidelity"]) for r in int8_rows), int8_rows
+
+
+@pytest.mark.timeout(120)
+def test_closing_after_parallel_chunks_never_hangs(cache_dir):
+    # OpenVINO's Python completion callbacks once deadlocked the compiled model's destructor about one
+    # close in ten; twelve rounds of load, parallel chunks and close must all finish.
+    request = ModelRequest("efficientnet_lite0")
+    batch = np.zeros((4, 3, 224, 224), np.float32)
+    for _ in range(12):
+        backend = OpenVinoBackend(request, BackendOptions(device="cpu", cache_dir=cache_dir, max_batch=4,
+                                                          hint="throughput"))
+        backend.infer(batch)
+        backend.close()
