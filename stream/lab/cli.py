@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from stream.argparsing import OneLineParser
+from stream.backends import runs
 from stream.backends.quantize import DEFAULT_FRAMES, DEFAULT_METHOD, METHODS, Calibration
 from stream.config import BACKENDS, PRECISIONS, RESIZE_MODES, TRT_CONVERTERS
 from stream.errors import Terminated, UserError
@@ -224,7 +225,8 @@ def _eval(args, models, out: Path, report: dict) -> int:
     report["data"] = data_summary(data)
     report["rows"] = []
     print(f"eval: {len(data.images)} images, {len(report['data']['labels'])} labels, "
-          f"{len(models) * len(args.backends)} model/backend run(s) → {out}/", flush=True)
+          f"{sum(runs(b, p) for _ in models for b in args.backends for p in args.precision)} run(s) → {out}/",
+          flush=True)
 
     def write(rows: list) -> None:
         report["rows"] = rows

@@ -183,7 +183,7 @@ def eval_markdown(report: dict, wrong_per_row: int = 15) -> str:
         rows = [list(kv) for kv in sorted(not_scored.items())]
         lines += ["## Labels not scored", "", *_table(["label", "why"], rows)]
     if ok:
-        names = [f"{r['model']} {r['backend']}" for r in ok]
+        names = [f"{r['model']} {r['backend']} {r['precision']}" for r in ok]
         classes = sorted({c for r in ok for c in r["accuracy"]["per_class"]})
         cells = []
         for c in classes:
@@ -196,7 +196,7 @@ def eval_markdown(report: dict, wrong_per_row: int = 15) -> str:
         wrong = r["accuracy"]["wrong"]
         if not wrong or r["random_weights"]:  # every image of a random model is "wrong": no information
             continue
-        lines += [f"### Wrong at top-1: {r['model']} on {r['backend']} ({len(wrong)})", "", *_table(
+        lines += [f"### Wrong at top-1: {r['model']} on {r['backend']} {r['precision']} ({len(wrong)})", "", *_table(
             ["image", "label", "in top-5", "top-5 (probability)"],
             [[_relative(w["path"], root), w["label"], "yes" if w["in_top5"] else "no",
               ", ".join(f"{t['class']} ({t['prob']:.2f})" for t in w["top5"])] for w in wrong[:wrong_per_row]])]
