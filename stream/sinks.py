@@ -100,8 +100,12 @@ class VideoFileSink:
         return {"kind": "video", "path": self.path, "written": self.written, "codec": self.codec}
 
     def write(self, item: Classified, annotated: np.ndarray) -> bool:
-        if annotated.shape[1::-1] != self.size:  # image folders may mix sizes; a video cannot
-            annotated = cv2.resize(annotated, self.size, interpolation=cv2.INTER_AREA)
+        h, w = annotated.shape[:2]
+        if (w, h) != self.size:
+            if 0 <= w - self.size[0] <= 1 and 0 <= h - self.size[1] <= 1:  # an odd size cut to even for H.264
+                annotated = np.ascontiguousarray(annotated[:self.size[1], :self.size[0]])
+            else:  # image folders may mix sizes; a video cannot
+                annotated = cv2.resize(annotated, self.size, interpolation=cv2.INTER_AREA)
         self._writer.write(annotated)
         self.written += 1
         return True

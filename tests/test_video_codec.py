@@ -59,6 +59,8 @@ def test_odd_sizes_lose_a_pixel_for_yuv420p(tmp_path, views):
     write(path, "h264", odd, size=(641, 361))
     _, _, images = decoded(path)
     assert len(images) == 10 and images[0].shape == (360, 640, 3)
+    cut, rescaled = odd[5][:360, :640], cv2.resize(odd[5], (640, 360), interpolation=cv2.INTER_AREA)
+    assert psnr(images[5], cut) > psnr(images[5], rescaled) + 1  # cut, not rescaled
 
 
 @pytest.mark.parametrize("name,codec,expected", [("a.mp4", "mp4v", "mpeg4"), ("a.avi", "auto", "mjpeg"),
