@@ -13,6 +13,7 @@ from stream.config import (
     CALIBRATION_METHODS,
     CODECS,
     DROP_POLICIES,
+    ENGINES,
     HINTS,
     PRECISIONS,
     RESIZE_MODES,
@@ -106,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 2 frame periods + the model's p95)")
     p.add_argument("--warmup", type=int, help=f"untimed warm-up iterations before the run (default {d.warmup})")
     p.add_argument("--status-every", type=float, help="seconds between plain status lines without a dashboard")
+    p.add_argument("--engine", choices=ENGINES,
+                   help="local (default): threads in this process; ray: the classifier as Ray Serve replicas "
+                        "batching every stream's frames, each stream an actor (see README, Scaling out)")
+    p.add_argument("--ray-address", help="--engine ray: join this cluster (auto, HOST:PORT, ray://HOST:PORT); "
+                                         "default: start Ray on this machine for the run")
+    p.add_argument("--replicas", type=int, help=f"--engine ray: classifier replicas (default {d.replicas})")
+    p.add_argument("--replica-cpus", type=float,
+                   help=f"--engine ray: CPUs reserved per replica (default {d.replica_cpus:g})")
+    p.add_argument("--replica-gpus", type=float,
+                   help=f"--engine ray: GPUs per replica, e.g. 1 with --trt (default {d.replica_gpus:g})")
     return p
 
 

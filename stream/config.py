@@ -17,6 +17,7 @@ TRT_CONVERTERS = ("onnx", "torch2trt")
 TRISTATE = ("auto", "on", "off")
 RESIZE_MODES = ("faithful", "fast")  # stream.preprocess: the weights' own transform, or a cheaper inexact one
 CODECS = ("auto", "h264", "mp4v", "mjpg")  # stream.video_writer
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class Config:
     serve: str | None = None  # [HOST:]PORT of the browser preview, /api/status and /metrics (stream.web)
     serve_token: str | None = None  # required of every request to --serve but /healthz, when given
     codec: str = "auto"  # --output's codec: h264 for .mp4 when PyAV has libx264, mjpg for .avi
+    engine: str = "local"  # local: threads in this process; ray: Serve replicas and stream actors (stream.cluster)
+    ray_address: str | None = None  # None: start Ray on this machine; "auto" or HOST:PORT: join a cluster
+    replicas: int = 1  # classifier replicas (--engine ray)
+    replica_cpus: float = 1.0  # CPUs Ray reserves for each replica
+    replica_gpus: float = 0.0  # GPUs for each replica (1 for TensorRT/CUDA)
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(Config)}
@@ -159,7 +165,32 @@ def validate(cfg: Config) -> None:
         from stream.web.address import parse_serve
 
         parse_serve(cfg.serve)
+    _validate_engine(cfg, bad)
     if cfg.serve_token is not None and (cfg.serve is None or not cfg.serve_token.strip()):
         raise UserError("--serve-token needs --serve and a non-empty token")
     if not cfg.weights:
         raise bad("weights", cfg.weights, "use imagenet, random or a path to a state_dict file")
+
+
+def _validate_engine(cfg: Config, bad) -> None:
+    if cfg.engine not in ENGINES:
+        raise bad("engine", cfg.engine, f"choose one of {', '.join(ENGINES)}")
+    if not 1 <= cfg.replicas <= 256:
+        raise bad("replicas", cfg.replicas, "use 1 to 256 replicas")
+    if not 0 <= cfg.replica_cpus <= 1024:
+        raise bad("replica_cpus", cfg.replica_cpus, "use 0 or more CPUs per replica")
+    if not 0 <= cfg.replica_gpus <= 64:
+        raise bad("replica_gpus", cfg.replica_gpus, "use 0 or more GPUs per replica (fractions share one)")
+    if cfg.engine == "local":
+        given = [k for k in ("ray_address", "replicas", "replica_cpus", "replica_gpus")
+                 if getattr(cfg, k) != getattr(Config(), k)]
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')} needs --engine ray")
+        return
+    if cfg.ray_address is not None and not cfg.ray_address.strip():
+        raise bad("ray_address", cfg.ray_address, "use auto, HOST:PORT or ray://HOST:PORT")
+    if cfg.serve is not None:
+        raise UserError("--serve is not available with --engine ray yet; the stream actors' frames stay on "
+                        "their nodes (use --output, the dashboard and --report)")
+    if cfg.display == "on":
+        raise UserError("--display needs the local engine: stream actors have no window; use --output")

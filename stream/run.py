@@ -35,6 +35,10 @@ def run_streams(cfg: Config, process_start: float, interrupts=None) -> int:
         check_writable(cfg.report, "--report")
     _check_codec(cfg, specs)
     backend_cls = backend_class(cfg.backend)  # fails fast, before any model is loaded
+    if cfg.engine == "ray":
+        from stream.cluster.engine import run_on_ray
+
+        return run_on_ray(cfg, specs, process_start, interrupts)
     if cfg.display == "on":
         WindowSink.check()
     sources, busy = [], set()  # busy: sources a capture thread that missed its join may still be reading

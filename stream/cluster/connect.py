@@ -1,0 +1,83 @@
+"""Starting or joining Ray, and leaving nothing behind that this run started."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+from stream.cluster.ledger import NAMESPACE
+from stream.errors import UserError
+
+REACH_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Cluster:
+    address: str  # what the run joined: "local" for a Ray started here
+    started_here: bool  # ray.shutdown() then stops every process of it
+    serve_started_here: bool = False
+
+
+def reachable(address: str) -> None:
+    """A HOST:PORT that answers nothing fails in seconds, not after ray.init's minutes of retries."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--ray-address {address}: no Ray cluster answers there ({exc}); start one with "
+                        "`ray start --head`, or leave --ray-address out to run Ray on this machine") from None
+
+
+def connect(address: str | None) -> Cluster:
+    import ray
+
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its INFO lines would bury the run's own output
+    quiet = dict(include_dashboard=False, logging_level=logging.ERROR, namespace=NAMESPACE,
+                 log_to_driver=bool(os.environ.get("STREAM_DEBUG")))
+    if address is None:
+        ray.init(_node_ip_address="127.0.0.1", **quiet)
+        return Cluster("local", True)
+    reachable(address)
+    try:
+        ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UserError(f"--ray-address {address}: cannot join that Ray cluster ({str(exc).splitlines()[0]})") from None
+    return Cluster(address, False)
+
+
+def start_serve() -> bool:
+    """Serve without its HTTP proxy (the streams call the deployment's handle); whether it was started here."""
+    import ray
+    from ray import serve
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        existed = True
+    except ValueError:
+        existed = False
+    serve.start(proxy_location="Disabled")
+    return not existed
+
+
+def leave(cluster: Cluster, app: str | None) -> None:
+    """Delete this run's application, stop what this run started; every step tried whatever failed before."""
+    import ray
+    from ray import serve
+
+    steps = []
+    if app is not None:
+        steps.append(lambda: serve.delete(app))
+    if cluster.serve_started_here and not cluster.started_here:
+        steps.append(serve.shutdown)
+    steps.append(ray.shutdown)  # a Ray started here stops with it; a joined one is only left
+    for step in steps:
+        try:
+            step()
+        except Exception:  # noqa: BLE001, S110 - teardown goes on; nothing here can be fixed by the user
+            pass

@@ -1,0 +1,170 @@
+"""The stream side of inference on Ray: crop to uint8 → request to the Serve deployment → results in order.
+
+It takes the place of the local engine's inference thread in the stream's own pipeline. A sender takes
+frames from the mux one at a time, crops them to the model's input as whole 8-bit values (the local
+preprocessing, stopped before its normalisation, which the replica applies), and sends each as one
+request; a bounded queue of requests in flight is the backpressure: when it is full the sender waits,
+the mux fills, and a file's capture waits for room as it does locally. A receiver takes the replies
+oldest first, so results reach the sinks in frame order. A request whose replica died is sent again
+(Serve starts a new replica), so a file loses no frame.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import ray
+
+from models.spec import PreprocessSpec
+from stream.cluster.wire import BatchTally, ModelInput, Reply
+from stream.frames import Classified, EndOfStream, Frame, Prediction, StageTimes
+from stream.inference import Batching, InferenceThread
+from stream.mux import StreamEnd, StreamMux
+from stream.postprocess import top_k
+from stream.preprocess import FastPreprocessor, Preprocessor
+from stream.queues import FrameQueue, Stopped
+from stream.stats import StatsCollector
+from stream.worker import Worker
+
+RETRY_WINDOW_S = 120.0  # how long a request is sent again while its replicas are down (Serve restarts them)
+REPLY_TIMEOUT_S = 120.0
+REPLICA_GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+class Uint8Crop:
+    """The model's input as whole 8-bit values, CHW RGB: the local preprocessing without its final
+    `* scale + shift` (both the faithful and the fast path round to whole values before it)."""
+
+    def __init__(self, spec: PreprocessSpec, resize: str) -> None:
+        self._faithful = Preprocessor(spec) if resize == "faithful" else None
+        self._fast = FastPreprocessor(spec) if resize != "faithful" else None
+        self.crop = spec.crop
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        if self._fast is not None:
+            return np.ascontiguousarray(self._fast.crop(image).transpose(2, 0, 1)[::-1])
+        planar = np.empty((3, self.crop, self.crop), np.float32)
+        self._faithful._plan(*image.shape[:2])(image, planar)
+        return planar.astype(np.uint8)
+
+
+@dataclass
+class InFlight:
+    frame: Frame
+    pixels: np.ndarray  # kept to send again if its replica dies
+    crop_ms: float
+    response: object  # ray.serve.handle.DeploymentResponse
+
+
+class RemoteInference(InferenceThread):
+    def __init__(self, mux: StreamMux, outbox: FrameQueue, crop: Uint8Crop, handle, stream_name: str,
+                 categories: list[str], stats: list[StatsCollector], totals: StatsCollector, stop: threading.Event,
+                 batching: Batching, in_flight: int, top: int = 5) -> None:
+        super().__init__(mux, outbox, crop, None, categories, stats, totals, stop, batching, top)
+        self.handle, self.stream_name = handle, stream_name
+        self.in_flight: FrameQueue = FrameQueue(in_flight, "block", stop)
+        self.tally = BatchTally()
+        self.tally_lock = threading.Lock()
+        self.retried = 0
+        self._held: InFlight | None = None  # sent, but not yet queued when a stop came
+        self.receiver = _Receiver(self, stop)
+
+    def work(self) -> None:
+        cv2.setNumThreads(1)  # OpenCV's own pool would fight the replica and the encoder for the cores
+        self.receiver.start()
+        try:
+            while True:
+                batch = self.mux.take(1, 0.0, self.batching.stale_s)
+                for frame in batch.frames:
+                    self._send(frame)
+                for end in batch.ended:
+                    self.in_flight.put(end)
+                if batch.finished:
+                    self.in_flight.close("end of input")
+                    break
+        except BaseException:
+            self.stop.set()  # the receiver ends on a stop or on the end marker: never leave it waiting
+            raise
+        finally:
+            # Whatever stopped the sender, replies already on their way are still collected.
+            while self.receiver.is_alive():
+                self.receiver.join(0.1)
+            if self.receiver.error is not None:
+                raise self.receiver.error
+            if self._held is not None:  # sent when the stop came: the newest, so the last to be shown
+                self.undelivered.append(self.classified(self._held))
+
+    def _send(self, frame: Frame) -> None:
+        t0 = time.perf_counter()
+        pixels = self.preprocess(frame.image)
+        crop_ms = (time.perf_counter() - t0) * 1000
+        self._held = InFlight(frame, pixels, crop_ms, self._request(pixels))
+        self.in_flight.put(self._held)
+        self._held = None
+
+    def _request(self, pixels: np.ndarray):
+        return self.handle.classify.remote(ModelInput(self.stream_name, pixels))
+
+    def reply(self, item: InFlight) -> Reply:
+        deadline = time.monotonic() + RETRY_WINDOW_S
+        while True:
+            try:
+                return item.response.result(timeout_s=REPLY_TIMEOUT_S)
+            except REPLICA_GONE:
+                if time.monotonic() >= deadline:
+                    raise
+                self.retried += 1
+                time.sleep(0.2)  # let Serve notice the death before the request is routed again
+                item.response = self._request(item.pixels)
+
+    def classified(self, item: InFlight) -> Classified:
+        reply = self.reply(item)
+        t0 = time.perf_counter()
+        top = top_k(reply.logits[None, :], self.categories, self.top)[0]
+        done = time.perf_counter()
+        times = StageTimes(item.crop_ms, reply.model_ms, (done - t0) * 1000, reply.batch_size)
+        prediction = Prediction(item.frame.index, top, times, done)
+        with self.tally_lock:
+            self.tally.add(reply)
+        self.stats[item.frame.stream].inferred(prediction)
+        self.totals.inferred(prediction)
+        return Classified(item.frame, prediction)
+
+    def drain_tally(self) -> BatchTally:
+        with self.tally_lock:
+            tally, self.tally = self.tally, BatchTally()
+        return tally
+
+
+class _Receiver(Worker):
+    def __init__(self, owner: RemoteInference, stop: threading.Event) -> None:
+        super().__init__("replies", stop)
+        self.owner = owner
+
+    def work(self) -> None:
+        owner = self.owner
+        try:
+            while True:
+                item = owner.in_flight.get()
+                if isinstance(item, EndOfStream):
+                    owner.outbox.close(item.reason)
+                    return
+                if isinstance(item, StreamEnd):
+                    owner.outbox.put(item)
+                    continue
+                result = owner.classified(item)
+                try:
+                    owner.outbox.put(result)
+                except Stopped:
+                    owner.undelivered.append(result)
+                    raise
+        except Stopped:
+            # Stopped: requests already sent are still answered and reach the sinks (the pipeline drains
+            # `undelivered`), as a local batch in progress is finished.
+            for item in owner.in_flight.drain():
+                if isinstance(item, InFlight):
+                    owner.undelivered.append(owner.classified(item))

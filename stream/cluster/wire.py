@@ -1,0 +1,127 @@
+"""The records that cross process (and node) boundaries in the Ray engine; all small and picklable."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.spec import ModelInfo
+from stream.backends import LoadRecord
+from stream.frames import Prediction
+from stream.truncation import DecodeCheck
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One frame's model input: the crop as whole 8-bit values, CHW RGB (3×224×224 uint8, 147 KB)."""
+
+    stream: str
+    pixels: np.ndarray
+
+
+@dataclass(frozen=True)
+class Reply:
+    logits: np.ndarray  # one row: C float32 logits
+    batch_size: int  # frames in the replica's batch this one was part of
+    batch_streams: int  # how many streams those frames came from
+    model_ms: float  # the backend's time for that whole batch
+    replica: str
+    node: str
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the replicas loaded, for the streams (labels, preprocessing) and the report."""
+
+    model: ModelInfo
+    backend: str
+    device: str
+    precision: str
+    load: LoadRecord
+    warmup_s: float
+
+
+@dataclass
+class BatchTally:
+    """Frames by (replica, node, batch size), counted where the replies arrive. A batch of n frames is
+    counted n times, once by each frame's stream, so batches = frames / n exactly, with no per-batch
+    record to keep: bounded memory whatever the run's length."""
+
+    frames: Counter = field(default_factory=Counter)  # (replica, node, batch size) → frames
+    multi_stream: Counter = field(default_factory=Counter)  # replica → frames in batches mixing streams
+    model_s: Counter = field(default_factory=Counter)  # replica → summed per-frame model seconds
+
+    def add(self, reply: Reply) -> None:
+        self.frames[(reply.replica, reply.node, reply.batch_size)] += 1
+        self.multi_stream[reply.replica] += reply.batch_streams > 1
+        self.model_s[reply.replica] += reply.model_ms / reply.batch_size / 1000
+
+    def merge(self, other: BatchTally) -> None:
+        self.frames.update(other.frames)
+        self.multi_stream.update(other.multi_stream)
+        self.model_s.update(other.model_s)
+
+
+@dataclass(frozen=True)
+class Captured:
+    at: float
+
+
+@dataclass(frozen=True)
+class Inferred:
+    prediction: Prediction
+
+
+@dataclass(frozen=True)
+class Rendered:
+    frame_index: int
+    captured_at: float
+    prediction: Prediction
+    render_ms: float
+    at: float
+
+
+Event = Captured | Inferred | Rendered
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    """A stream's live figures, as its actor sees them (its clock: time.perf_counter())."""
+
+    incarnation: int  # 0, then 1, 2 ... after each restart of its actor
+    node: str
+    state: str
+    started_at: float | None
+    now: float
+    frames_read: int
+    stale_discarded: int
+    reconnects: int
+    stalls: int
+    backlog_skipped: int
+    drops: dict[str, int]
+    queue_fill: int
+    last_frame_age_s: float | None
+    retried: int  # requests sent again after the replica they were on died
+
+
+@dataclass(frozen=True)
+class StreamPoll:
+    """What the driver collects a few times a second: the status and what happened since the last poll."""
+
+    status: StreamStatus
+    events: list[Event]
+    tally: BatchTally
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """A stream actor's run, once it has ended: its last poll and what only the end knows."""
+
+    poll: StreamPoll
+    end_reason: str
+    error: BaseException | None  # what ended it, if it failed (a UserError keeps its exit code)
+    sinks: list[dict]  # each sink's summary (kind, path, written)
+    decode: DecodeCheck | None  # a file's decode check at its end (stream.truncation)
+    warnings: list[str] = field(default_factory=list)
