@@ -120,7 +120,9 @@ class _Run:
 
         for job, stream_plan in zip(jobs, plan.streams, strict=True):
             restarts = ACTOR_RESTARTS if stream_plan.live else 0
-            self.actors.append(StreamActor.options(num_cpus=0, scheduling_strategy="SPREAD", max_restarts=restarts,
+            # Named, so an operator (or a test) can find a stream's actor; SPREAD puts streams on every node.
+            self.actors.append(StreamActor.options(name=f"{self.app}-stream-{job.name}", namespace=NAMESPACE,
+                                                   num_cpus=0, scheduling_strategy="SPREAD", max_restarts=restarts,
                                                    max_task_retries=restarts).remote(job))
         runs = {actor.run.remote(): i for i, actor in enumerate(self.actors)}
         status, end_reason = "completed", "end of input"
