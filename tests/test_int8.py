@@ -141,3 +141,20 @@ def test_int8_file_runs_leave_a_core_to_decode_and_encode():
     assert model_threads(replace(cfg, precision="fp32"), 8, 2) is None  # fp32: the model is the bottleneck
     assert model_threads(replace(cfg, threads=2), 8, 2) == 2  # the user's choice wins
     assert model_threads(replace(cfg, backend="openvino"), 8, 2) == 1
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_cached_int8_model_starts_without_torch(tmp_path, calib_clip, backend):
+    import subprocess
+    import sys
+
+    args = ["--source", str(calib_clip), "--model", "efficientnet_lite0", "--backend", backend, "--precision", "int8",
+            "--calibration", str(calib_clip), "--calibration-frames", "8", "--cache-dir", str(tmp_path),
+            "--no-display", "--no-dashboard", "--max-frames", "6"]
+    assert run_cli(*args, timeout=300).returncode == 0  # the first start exports and quantizes (torch)
+    code = ("import sys; from stream.cli import main; "
+            f"rc = main({args!r}); print('TORCH_IMPORTED', 'torch' in sys.modules); sys.exit(rc)")
+    root = Path(__file__).resolve().parents[1]
+    warm = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert warm.returncode == 0, warm.stderr
+    assert "TORCH_IMPORTED False" in warm.stdout and "cache hit" in warm.stdout
