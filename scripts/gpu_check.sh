@@ -2,7 +2,7 @@
 # Verify the whole GPU side on a machine with an NVIDIA GPU, in one command, into one folder to send back:
 #   bash scripts/venv.sh --gpu && bash scripts/gpu_check.sh [OUT]      (OUT default: gpu-check-<time>/)
 # It runs the `gpu`-marked tests, then `bench` on AlexNet and EfficientNet-Lite0 with torch, onnxruntime
-# and tensorrt at fp32 and fp16. Without an importable TensorRT it still runs the CUDA parts (PyTorch
+# and tensorrt at fp32, fp16 and int8 (int8 rows: onnxruntime and tensorrt). Without an importable TensorRT it still runs the CUDA parts (PyTorch
 # CUDA fp32/fp16, GPU preprocessing, onnxruntime) and says what it skipped.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,9 +50,9 @@ echo "gpu tests → $out/gpu-tests.log" >&2
 "$py" -m pytest -m gpu -rs -p no:cacheprovider --junitxml "$out/gpu-tests.xml" > "$out/gpu-tests.log" 2>&1
 tests_rc=$?
 echo "gpu tests: exit $tests_rc; $(tail -n 1 "$out/gpu-tests.log")" | tee -a "$summary"
-echo "bench ($backends, fp32 and fp16) → $out/bench/" >&2
+echo "bench ($backends, fp32, fp16, int8) → $out/bench/" >&2
 "$py" run_stream.py bench --models alexnet,efficientnet_lite0:imagenet --weights random --backends "$backends" \
-  --precision fp32,fp16 --batch 1,8 --device cuda --out "$out/bench" > "$out/bench.log" 2>&1
+  --precision fp32,fp16,int8 --batch 1,8 --device cuda --out "$out/bench" > "$out/bench.log" 2>&1
 bench_rc=$?
 echo "bench: exit $bench_rc (0: every row measured; 1: some rows failed, see $out/bench/report.md)" | tee -a "$summary"
 echo "send back the folder $out (for example: tar czf $out.tgz $out)" >&2
