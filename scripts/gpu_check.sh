@@ -2,8 +2,9 @@
 # Verify the whole GPU side on a machine with an NVIDIA GPU, in one command, into one folder to send back:
 #   bash scripts/venv.sh --gpu && bash scripts/gpu_check.sh [OUT]      (OUT default: gpu-check-<time>/)
 # It runs the `gpu`-marked tests, then `bench` on AlexNet and EfficientNet-Lite0 with torch, onnxruntime
-# and tensorrt at fp32, fp16 and int8 (int8 rows: onnxruntime and tensorrt). Without an importable TensorRT it still runs the CUDA parts (PyTorch
-# CUDA fp32/fp16, GPU preprocessing, onnxruntime) and says what it skipped.
+# and tensorrt at fp32, fp16 and int8 (int8 rows: onnxruntime and tensorrt). Without an importable
+# TensorRT it still runs the CUDA parts (PyTorch CUDA fp32/fp16, GPU preprocessing, onnxruntime) and says
+# what it skipped.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
