@@ -98,9 +98,6 @@ class PreviewServer:
         self._thread.join(0.3)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def close(self) -> None:
-        self.stop()
-
     # The server thread.
     def _serve(self, started: threading.Event, failure: list[BaseException]) -> None:
         loop = asyncio.new_event_loop()
