@@ -33,7 +33,6 @@ from stream.errors import UserError
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_METHOD = "minmax"
 DEFAULT_FRAMES = 64
-FLAVOURS = ("u8s8", "s8s8-symmetric")  # CPU runtimes, TensorRT
 FLOAT_LAYERS = {LITE0: "first-conv"}  # model → layers kept in float (measured: see above); others "none"
 
 
@@ -96,7 +95,8 @@ def int8_fields(request: ModelRequest, cal: Calibration, flavour: str) -> dict:
 
 def get_int8_model(request: ModelRequest, cache: ArtifactCache, calibration: Calibration, flavour: str,
                    cache_dir: str | None = None) -> OnnxModel:
-    """The cached int8 model for these calibration settings, quantized now on a miss."""
+    """The cached int8 model for these calibration settings, quantized now on a miss. `flavour` is
+    "u8s8" (the CPU runtimes) or "s8s8-symmetric" (TensorRT)."""
     cal = calibration.resolved(cache_dir)
     fields = int8_fields(request, cal, flavour)
     look = cache.lookup("onnx", fields, ".onnx")
