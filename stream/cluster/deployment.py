@@ -1,7 +1,8 @@
 """The classifier as a Ray Serve deployment: the project's own backends behind `@serve.batch`.
 
-Requests are single frames (`wire.ModelInput`, uint8) from any number of stream actors; Serve's batch
-queue gathers up to `--batch` of them, waiting at most `--batch-timeout-ms` after the first. The
+Requests are a frame or a few of one stream (`wire.ModelInput`, uint8) from any number of stream
+actors; Serve's batch queue gathers up to `--batch` frames of them (`batch_size_fn` counts frames),
+waiting at most `--batch-timeout-ms` after the first. The
 replica normalises the whole-valued pixels exactly as `stream.preprocess` does (the same float32
 `pixel * scale + shift`), so the backend sees bit for bit the local engine's input.
 """
@@ -22,7 +23,7 @@ from models.spec import ModelRequest
 from stream.backends import BackendOptions, backend_class
 from stream.backends.cache import ArtifactCache
 from stream.cluster.ledger import ledger
-from stream.cluster.wire import ModelCard, ModelInput, Reply
+from stream.cluster.wire import ModelCard, ModelInput, Reply, frames_in
 from stream.resample import normalisation
 
 DEPLOYMENT = "Classifier"
@@ -80,9 +81,9 @@ class Classifier:
     def describe(self) -> ModelCard:
         return self.card
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)  # both reset per run in __init__
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, batch_size_fn=frames_in)  # both reset in __init__
     async def classify(self, inputs: list[ModelInput]) -> list[Reply]:
-        batch = np.stack([i.pixels for i in inputs]).astype(np.float32)
+        batch = np.concatenate([i.pixels for i in inputs]).astype(np.float32)
         batch *= self.scale
         batch += self.shift
         if self.backend.input_device != "cpu":
@@ -93,8 +94,9 @@ class Classifier:
         started = time.perf_counter()
         logits = await asyncio.to_thread(self.backend.infer, batch)
         model_ms = (time.perf_counter() - started) * 1000
-        streams = len({i.stream for i in inputs})
-        return [Reply(row, len(inputs), streams, model_ms, self.replica, self.node) for row in logits]
+        streams, n = len({i.stream for i in inputs}), len(batch)
+        bounds = np.cumsum([len(i.pixels) for i in inputs])[:-1]
+        return [Reply(rows, n, streams, model_ms, self.replica, self.node) for rows in np.split(logits, bounds)]
 
     def __del__(self) -> None:
         backend = getattr(self, "backend", None)

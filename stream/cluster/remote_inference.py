@@ -1,9 +1,10 @@
 """The stream side of inference on Ray: crop to uint8 → request to the Serve deployment → results in order.
 
 It takes the place of the local engine's inference thread in the stream's own pipeline. A sender takes
-frames from the mux one at a time, crops them to the model's input as whole 8-bit values (the local
-preprocessing, stopped before its normalisation, which the replica applies), and sends each as one
-request; a bounded queue of requests in flight is the backpressure: when it is full the sender waits,
+what frames the mux has ready (at most `chunk`: a live stream sends each frame as it comes), crops
+them to the model's input as whole 8-bit values (the local preprocessing, stopped before its
+normalisation, which the replica applies), and sends them as one request; a bounded queue of requests
+in flight is the backpressure: when it is full the sender waits,
 the mux fills, and a file's capture waits for room as it does locally. A receiver takes the replies
 oldest first, so results reach the sinks in frame order. A request whose replica died is sent again
 (Serve starts a new replica), so a file loses no frame.
@@ -54,18 +55,18 @@ class Uint8Crop:
 
 @dataclass
 class InFlight:
-    frame: Frame
-    pixels: np.ndarray  # kept to send again if its replica dies
-    crop_ms: float
+    frames: list[Frame]
+    pixels: np.ndarray  # N×3×H×W uint8, kept to send again if its replica dies
+    crop_ms: list[float]
     response: object  # ray.serve.handle.DeploymentResponse
 
 
 class RemoteInference(InferenceThread):
     def __init__(self, mux: StreamMux, outbox: FrameQueue, crop: Uint8Crop, handle, stream_name: str,
                  categories: list[str], stats: list[StatsCollector], totals: StatsCollector, stop: threading.Event,
-                 batching: Batching, in_flight: int, top: int = 5) -> None:
+                 batching: Batching, in_flight: int, chunk: int = 1, top: int = 5) -> None:
         super().__init__(mux, outbox, crop, None, categories, stats, totals, stop, batching, top)
-        self.handle, self.stream_name = handle, stream_name
+        self.handle, self.stream_name, self.chunk = handle, stream_name, chunk
         self.in_flight: FrameQueue = FrameQueue(in_flight, "block", stop)
         self.tally = BatchTally()
         self.tally_lock = threading.Lock()
@@ -78,9 +79,9 @@ class RemoteInference(InferenceThread):
         self.receiver.start()
         try:
             while True:
-                batch = self.mux.take(1, 0.0, self.batching.stale_s)
-                for frame in batch.frames:
-                    self._send(frame)
+                batch = self.mux.take(self.chunk, 0.0, self.batching.stale_s)
+                if batch.frames:
+                    self._send(batch.frames)
                 for end in batch.ended:
                     self.in_flight.put(end)
                 if batch.finished:
@@ -96,13 +97,15 @@ class RemoteInference(InferenceThread):
             if self.receiver.error is not None:
                 raise self.receiver.error
             if self._held is not None:  # sent when the stop came: the newest, so the last to be shown
-                self.undelivered.append(self.classified(self._held))
+                self.undelivered.extend(self.classified(self._held))
 
-    def _send(self, frame: Frame) -> None:
-        t0 = time.perf_counter()
-        pixels = self.preprocess(frame.image)
-        crop_ms = (time.perf_counter() - t0) * 1000
-        self._held = InFlight(frame, pixels, crop_ms, self._request(pixels))
+    def _send(self, frames: list[Frame]) -> None:
+        pixels, crop_ms = np.empty((len(frames), 3, self.preprocess.crop, self.preprocess.crop), np.uint8), []
+        for i, frame in enumerate(frames):
+            t0 = time.perf_counter()
+            pixels[i] = self.preprocess(frame.image)
+            crop_ms.append((time.perf_counter() - t0) * 1000)
+        self._held = InFlight(frames, pixels, crop_ms, self._request(pixels))
         self.in_flight.put(self._held)
         self._held = None
 
@@ -121,18 +124,21 @@ class RemoteInference(InferenceThread):
                 time.sleep(0.2)  # let Serve notice the death before the request is routed again
                 item.response = self._request(item.pixels)
 
-    def classified(self, item: InFlight) -> Classified:
+    def classified(self, item: InFlight) -> list[Classified]:
         reply = self.reply(item)
         t0 = time.perf_counter()
-        top = top_k(reply.logits[None, :], self.categories, self.top)[0]
+        tops = top_k(reply.logits, self.categories, self.top)
         done = time.perf_counter()
-        times = StageTimes(item.crop_ms, reply.model_ms, (done - t0) * 1000, reply.batch_size)
-        prediction = Prediction(item.frame.index, top, times, done)
         with self.tally_lock:
             self.tally.add(reply)
-        self.stats[item.frame.stream].inferred(prediction)
-        self.totals.inferred(prediction)
-        return Classified(item.frame, prediction)
+        results = []
+        for frame, top, crop_ms in zip(item.frames, tops, item.crop_ms, strict=True):
+            times = StageTimes(crop_ms, reply.model_ms, (done - t0) * 1000, reply.batch_size)
+            prediction = Prediction(frame.index, top, times, done)
+            self.stats[frame.stream].inferred(prediction)
+            self.totals.inferred(prediction)
+            results.append(Classified(frame, prediction))
+        return results
 
     def drain_tally(self) -> BatchTally:
         with self.tally_lock:
@@ -156,15 +162,16 @@ class _Receiver(Worker):
                 if isinstance(item, StreamEnd):
                     owner.outbox.put(item)
                     continue
-                result = owner.classified(item)
-                try:
-                    owner.outbox.put(result)
-                except Stopped:
-                    owner.undelivered.append(result)
-                    raise
+                results = owner.classified(item)
+                for i, result in enumerate(results):
+                    try:
+                        owner.outbox.put(result)
+                    except Stopped:
+                        owner.undelivered.extend(results[i:])
+                        raise
         except Stopped:
             # Stopped: requests already sent are still answered and reach the sinks (the pipeline drains
             # `undelivered`), as a local batch in progress is finished.
             for item in owner.in_flight.drain():
                 if isinstance(item, InFlight):
-                    owner.undelivered.append(owner.classified(item))
+                    owner.undelivered.extend(owner.classified(item))

@@ -42,6 +42,7 @@ class StreamJob:
     batching: Batching
     reconnect: Reconnect
     in_flight: int  # requests this stream may have at the replicas at once
+    chunk: int  # frames a request may carry, when the stream has them ready
     video: str | None  # this stream's own output paths, already resolved
     predictions: str | None
     codec: str
@@ -76,7 +77,7 @@ class StreamPipeline(Pipeline):
                          job.batching, job.reconnect)
         self.inference = RemoteInference(self.mux, self.results, Uint8Crop(job.card.model.preprocess, job.resize),
                                          handle, job.name, categories, self.stats, self.totals, self.stop_event,
-                                         job.batching, job.in_flight)
+                                         job.batching, job.in_flight, job.chunk)
 
     def _collector(self, i: int, plan: StreamPlan, backend, batch: int) -> StatsCollector:
         base = super()._collector(i, plan, backend, batch)

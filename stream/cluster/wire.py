@@ -15,16 +15,22 @@ from stream.truncation import DecodeCheck
 
 @dataclass(frozen=True)
 class ModelInput:
-    """One frame's model input: the crop as whole 8-bit values, CHW RGB (3×224×224 uint8, 147 KB)."""
+    """A few consecutive frames of one stream: each crop as whole 8-bit values, N×3×224×224 uint8 (147 KB a
+    frame). Several frames to a request when a file stream has them ready: Serve's cost is per request."""
 
     stream: str
     pixels: np.ndarray
 
 
+def frames_in(inputs: list[ModelInput]) -> int:
+    """@serve.batch's measure of a batch: frames, not requests."""
+    return sum(len(i.pixels) for i in inputs)
+
+
 @dataclass(frozen=True)
 class Reply:
-    logits: np.ndarray  # one row: C float32 logits
-    batch_size: int  # frames in the replica's batch this one was part of
+    logits: np.ndarray  # N×C float32 logits, one row per frame of the request
+    batch_size: int  # frames in the replica's batch this request was part of
     batch_streams: int  # how many streams those frames came from
     model_ms: float  # the backend's time for that whole batch
     replica: str
@@ -54,9 +60,10 @@ class BatchTally:
     model_s: Counter = field(default_factory=Counter)  # replica → summed per-frame model seconds
 
     def add(self, reply: Reply) -> None:
-        self.frames[(reply.replica, reply.node, reply.batch_size)] += 1
-        self.multi_stream[reply.replica] += reply.batch_streams > 1
-        self.model_s[reply.replica] += reply.model_ms / reply.batch_size / 1000
+        n = len(reply.logits)
+        self.frames[(reply.replica, reply.node, reply.batch_size)] += n
+        self.multi_stream[reply.replica] += n if reply.batch_streams > 1 else 0
+        self.model_s[reply.replica] += n * reply.model_ms / reply.batch_size / 1000
 
     def merge(self, other: BatchTally) -> None:
         self.frames.update(other.frames)
