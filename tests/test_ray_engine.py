@@ -103,6 +103,15 @@ def test_an_unreachable_cluster_is_one_line(cat_clip, tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "no Ray cluster answers" in result.stderr, result.stderr
 
 
+@pytest.mark.timeout(200)
+def test_a_replica_that_cannot_start_is_one_line_naming_why(cat_clip, tmp_path):
+    result = run_cli("--source", str(cat_clip), "--model", "no_such_model", "--backend", "onnxruntime",
+                     "--no-dashboard", "--engine", "ray", "--cache-dir", str(tmp_path / "cache"), timeout=180)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "could not start on Ray: unknown model 'no_such_model'" in lines[0], result.stderr
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"replicas": 2}, "--replicas needs --engine ray"),
     ({"engine": "ray", "replicas": 0}, "replicas"),

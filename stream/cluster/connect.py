@@ -64,7 +64,13 @@ def start_serve() -> bool:
         existed = True
     except ValueError:
         existed = False
-    serve.start(proxy_location="Disabled")
+    logging.disable(logging.INFO)  # serve.start sets up its own INFO logging, and uses it at once
+    try:
+        serve.start(proxy_location="Disabled")
+    finally:
+        logging.disable(logging.NOTSET)
+    for handler in logging.getLogger("ray.serve").handlers:
+        handler.setLevel(logging.WARNING)
     return not existed
 
 

@@ -186,7 +186,7 @@ class _Run:
         try:
             handle = serve.run(deployment.bind(job), name=self.app, route_prefix=None)
         except Exception as exc:  # noqa: BLE001 - Serve wraps the replica's error in its own text
-            raise UserError(f"the classifier could not start on Ray: {_reason(exc)}") from None
+            raise UserError(f"the classifier could not start on Ray: {_reason(exc, self.app)}") from None
         return handle, handle.describe.remote().result(timeout_s=POLL_TIMEOUT_S * 6)
 
     def _jobs(self, card, ledger_name: str):
@@ -373,11 +373,17 @@ class _Decoded:
         return self.check
 
 
-def _reason(exc: BaseException) -> str:
-    """The replica's own one-line error out of Serve's wrapping, where it has one."""
-    text = str(exc)
-    for line in reversed(text.splitlines()):
-        if "UserError:" in line:
-            return line.split("UserError:", 1)[1].strip()
-    lines = [line for line in text.splitlines() if line.strip()]
+def _reason(exc: BaseException, app: str) -> str:
+    """The replica's own one-line error (a UserError names the fix) out of Serve's status, where it has one."""
+    from ray import serve
+
+    try:
+        texts = [d.message for d in serve.status().applications[app].deployments.values()]
+    except Exception:  # noqa: BLE001 - the status is only a better message; Serve's own text will do
+        texts = []
+    for text in [*texts, str(exc)]:
+        for line in reversed(text.splitlines()):
+            if "UserError:" in line:
+                return line.split("UserError:", 1)[1].strip()
+    lines = [line for line in str(exc).splitlines() if line.strip()]
     return lines[-1].strip()[:300] if lines else type(exc).__name__
