@@ -2,7 +2,10 @@
 batching across streams, Ctrl-C, and one-line errors."""
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -10,7 +13,7 @@ import pytest
 
 from stream.config import Config, validate
 from stream.errors import UserError
-from tests.conftest import read_all_frames, run_cli, start_cli, wait_for_lines
+from tests.conftest import ROOT, read_all_frames, run_cli, wait_for_lines
 
 pytestmark = pytest.mark.slow
 MODEL = ["--model", "efficientnet_lite0", "--backend", "onnxruntime", "--no-dashboard"]
@@ -75,11 +78,16 @@ def test_three_file_streams_match_the_local_engine_frame_for_frame_and_batch_acr
 def test_ctrl_c_leaves_playable_outputs_a_report_and_no_ray_process(long_avi, tmp_path):
     before = ray_pids()
     preds, report, video = tmp_path / "p.jsonl", tmp_path / "r.json", tmp_path / "out.avi"
-    proc = start_cli("--source", str(long_avi), "--loop", *MODEL, "--cache-dir", str(tmp_path / "cache"),
-                     "--engine", "ray", "--output", str(video), "--predictions", str(preds), "--report", str(report))
+    # Its own process group, signalled as a whole, as a terminal's Ctrl-C reaches the driver and every
+    # process it started.
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_stream.py"), "--source", str(long_avi), "--loop", *MODEL,
+                             "--cache-dir", str(tmp_path / "cache"), "--engine", "ray", "--output", str(video),
+                             "--predictions", str(preds), "--report", str(report)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as start_cli
     try:
         wait_for_lines(proc, preds, 20, timeout=180)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
