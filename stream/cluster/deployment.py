@@ -55,6 +55,14 @@ def placement(replicas: int, cpus: float, gpus: float, batch: int, in_flight_tot
     return Placement(replicas, cpus, gpus, max(2 * batch, math.ceil(in_flight_total / replicas)))
 
 
+def normalise(pixels: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """N×3×H×W uint8 → the float32 input, by the very operations stream.preprocess applies to its rounded pixels."""
+    batch = pixels.astype(np.float32)
+    batch *= scale
+    batch += shift
+    return batch
+
+
 @serve.deployment(name=DEPLOYMENT)
 class Classifier:
     def __init__(self, job: ReplicaJob) -> None:
@@ -83,9 +91,7 @@ class Classifier:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, batch_size_fn=frames_in)  # both reset in __init__
     async def classify(self, inputs: list[ModelInput]) -> list[Reply]:
-        batch = np.concatenate([i.pixels for i in inputs]).astype(np.float32)
-        batch *= self.scale
-        batch += self.shift
+        batch = normalise(np.concatenate([i.pixels for i in inputs]), self.scale, self.shift)
         if self.backend.input_device != "cpu":
             import torch
 
