@@ -129,9 +129,10 @@ class _Run:
         nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
         for i, (job, stream_plan) in enumerate(zip(jobs, plan.streams, strict=True)):
             restarts = ACTOR_RESTARTS if stream_plan.live else 0
-            # The nodes in turn (SPREAD is only a preference: measured, two streams on two nodes often shared
-            # one); soft, so a stream whose node is gone is placed elsewhere. Named, for operators and tests.
-            where = NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True)
+            # The nodes in turn: SPREAD, and soft affinity too, are only preferences (measured: two streams on two
+            # nodes often shared one). Soft for a live stream, whose restarted actor must find a node if its own
+            # is gone; a file stream is never restarted. Named, for operators and tests.
+            where = NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=stream_plan.live)
             self.actors.append(StreamActor.options(name=f"{self.app}-stream-{job.name}", namespace=NAMESPACE,
                                                    num_cpus=0, scheduling_strategy=where, max_restarts=restarts,
                                                    max_task_retries=restarts).remote(job))
