@@ -23,6 +23,7 @@ from stream.errors import StreamError, UserError
 
 UI_EVERY_S = 0.25
 POLL_TIMEOUT_S = 10.0
+ACTOR_START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 60.0  # after a stop, how long the streams get to finish their sinks
 LIVE_IN_FLIGHT = 2  # a live frame waits for at most this many of its stream's requests
 ACTOR_RESTARTS = 3
@@ -136,6 +137,13 @@ class _Run:
             self.actors.append(StreamActor.options(name=f"{self.app}-stream-{job.name}", namespace=NAMESPACE,
                                                    num_cpus=0, scheduling_strategy=where, max_restarts=restarts,
                                                    max_task_retries=restarts).remote(job))
+        # Every actor's process is up before any stream starts: started one by one (a worker process each,
+        # seconds apart on a small box) short files were read one after another and no batch mixed them.
+        try:
+            ray.get([actor.clock.remote() for actor in self.actors], timeout=ACTOR_START_TIMEOUT_S)
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            raise UserError(f"the stream actors did not start on Ray ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:160] if str(exc) else 'no reason given'})") from None
         runs = {actor.run.remote(): i for i, actor in enumerate(self.actors)}
         status, end_reason = "completed", "end of input"
         stopped_at = None
