@@ -35,15 +35,23 @@ def cache_status(look: Lookup) -> str:
     return "hit" if look.hit else (f"rebuilt ({look.reason})" if look.stale else "miss")
 
 
+def cached_onnx(look: Lookup) -> tuple[OnnxModel | None, Lookup]:
+    """The cached ONNX model a hit describes (its sidecar carries the model's metadata), or None and the
+    lookup turned into a miss when that metadata is unreadable."""
+    if not look.hit:
+        return None, look
+    try:
+        info, shape = ModelInfo.from_dict(look.meta["model"]), tuple(int(n) for n in look.meta["input_shape"])
+        return OnnxModel(look.artifact, info, shape, 0.0, None, "hit"), look
+    except (KeyError, TypeError, ValueError):
+        return None, Lookup(look.artifact, look.sidecar, False, "its sidecar metadata is corrupt")
+
+
 def get_onnx_model(request: ModelRequest, precision: str, cache: ArtifactCache) -> OnnxModel:
     fields = onnx_fields(request, precision)
-    look = cache.lookup("onnx", fields, ".onnx")
-    if look.hit:
-        try:
-            info, shape = ModelInfo.from_dict(look.meta["model"]), tuple(int(n) for n in look.meta["input_shape"])
-            return OnnxModel(look.artifact, info, shape, 0.0, None, "hit")
-        except (KeyError, TypeError, ValueError):
-            look = Lookup(look.artifact, look.sidecar, False, "its sidecar metadata is corrupt")
+    hit, look = cached_onnx(cache.lookup("onnx", fields, ".onnx"))
+    if hit is not None:
+        return hit
     if look.stale:
         print(f"cached ONNX model for {request.name} is unusable ({look.reason}); exporting it again", flush=True)
     from models.export import export_onnx

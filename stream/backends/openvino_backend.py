@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from models.spec import ModelRequest, package_version
-from stream.backends import BackendOptions, LoadRecord, resolve_precision, timed_warmup
+from stream.backends import HINTS, BackendOptions, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache, Lookup
 from stream.backends.onnx_model import cache_status
 from stream.backends.onnxruntime_backend import available_cores
@@ -32,8 +32,8 @@ from stream.errors import UserError
 
 def choose_hint(hint: str, max_batch: int) -> str:
     """auto: latency when frames come one at a time (live sources run at batch 1), else throughput."""
-    if hint not in ("auto", "latency", "throughput"):
-        raise UserError(f"unknown OpenVINO hint {hint!r}; use auto, latency or throughput")
+    if hint not in HINTS:
+        raise UserError(f"unknown OpenVINO hint {hint!r}; use {', '.join(HINTS)}")
     if hint != "auto":
         return hint
     return "latency" if max_batch <= 1 else "throughput"

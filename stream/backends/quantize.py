@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.spec import LITE0, ModelRequest, file_sha256, package_version
-from stream.backends.cache import ArtifactCache, Lookup
-from stream.backends.onnx_model import OnnxModel, cache_status, get_onnx_model, onnx_fields
+from stream.backends.cache import ArtifactCache
+from stream.backends.onnx_model import OnnxModel, cache_status, cached_onnx, get_onnx_model, onnx_fields
 from stream.backends.progress import BuildProgress
 from stream.errors import UserError
 
@@ -99,15 +99,9 @@ def get_int8_model(request: ModelRequest, cache: ArtifactCache, calibration: Cal
     "u8s8" (the CPU runtimes) or "s8s8-symmetric" (TensorRT)."""
     cal = calibration.resolved(cache_dir)
     fields = int8_fields(request, cal, flavour)
-    look = cache.lookup("onnx", fields, ".onnx")
-    if look.hit:
-        try:
-            from models.spec import ModelInfo
-
-            info, shape = ModelInfo.from_dict(look.meta["model"]), tuple(int(n) for n in look.meta["input_shape"])
-            return OnnxModel(look.artifact, info, shape, 0.0, None, "hit")
-        except (KeyError, TypeError, ValueError):
-            look = Lookup(look.artifact, look.sidecar, False, "its sidecar metadata is corrupt")
+    hit, look = cached_onnx(cache.lookup("onnx", fields, ".onnx"))
+    if hit is not None:
+        return hit
     status = cache_status(look)
     if look.stale:
         print(f"cached int8 model for {request.name} is unusable ({look.reason}); quantizing it again", flush=True)
