@@ -94,7 +94,6 @@ def _open(uri: str):
 
 def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: set, interrupts, server) -> int:
     from models.spec import ModelRequest
-    from stream.backends import BackendOptions
     from stream.backends.onnxruntime_backend import available_cores
     from stream.dashboard import LiveDashboard, StatusPrinter
     from stream.pipeline import Pipeline, StreamInput, execute
@@ -108,10 +107,7 @@ def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: s
     plan = plan_run(cfg, specs, [s.info for s in sources], available_cores())
     batch = plan.batching.size
     print(f"loading {cfg.model} ({cfg.weights} weights) on {cfg.backend}...", flush=True)
-    live = any(p.live for p in plan.streams)
-    options = BackendOptions(cfg.device, cfg.precision, batch, cfg.cache_dir, plan.threads, cfg.trt_converter,
-                             _calibration(cfg, specs, sources),
-                             "latency" if live and cfg.openvino_hint == "auto" else cfg.openvino_hint)
+    options = backend_options(cfg, plan, _calibration(cfg, specs, sources))
     backend = backend_cls(ModelRequest(cfg.model, cfg.weights), options)
     model = backend.model
     try:
@@ -162,6 +158,16 @@ def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: s
         write_report(report, cfg.report)
     print(summary(report))
     return _exit_status(outcome, report, truncated)
+
+
+def backend_options(cfg: Config, plan, calibration):
+    """What the backend is told for this run (the local engine's and every Ray replica's alike): live
+    sources get OpenVINO's latency hint, and the plan's thread count."""
+    from stream.backends import BackendOptions
+
+    hint = "latency" if plan.live and cfg.openvino_hint == "auto" else cfg.openvino_hint
+    return BackendOptions(cfg.device, cfg.precision, plan.batching.size, cfg.cache_dir, plan.threads,
+                          cfg.trt_converter, calibration, hint)
 
 
 def _calibration(cfg: Config, specs, sources):

@@ -175,14 +175,11 @@ class _Run:
         from ray import serve
 
         from models.spec import ModelRequest
-        from stream.backends import BackendOptions
         from stream.cluster.deployment import Classifier, ReplicaJob, placement
+        from stream.run import backend_options
 
         cfg, batching = self.cfg, self.plan.batching
-        live = self.plan.live
-        options = BackendOptions(cfg.device, cfg.precision, batching.size, cfg.cache_dir, self.plan.threads,
-                                 cfg.trt_converter, self.calibration,
-                                 "latency" if live and cfg.openvino_hint == "auto" else cfg.openvino_hint)
+        options = backend_options(cfg, self.plan, self.calibration)
         job = ReplicaJob(ModelRequest(cfg.model, cfg.weights), cfg.backend, options, batching.size,
                          batching.timeout_s, cfg.warmup, ledger_name)
         n = len(self.plan.streams)
