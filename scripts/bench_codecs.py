@@ -3,7 +3,7 @@
     python scripts/bench_codecs.py [--frames 300] [--rounds 3] [--pipeline 1080]
 
 Frames are the sample clip's (real photographs, 1280×720). Each codec writes the same frames through
-stream.video_writer (H.264: PyAV's libx264, preset ultrafast, yuv420p, +faststart; mp4v and Motion-JPEG:
+stream.outputs.video_writer (H.264: PyAV's libx264, preset ultrafast, yuv420p, +faststart; mp4v and Motion-JPEG:
 OpenCV), closing included (the H.264 encoder's delayed frames are flushed there). Wall time and process
 CPU time per frame (libx264 runs threads of its own, so CPU can exceed wall), and bytes per frame; rounds
 are interleaved so drift hits every codec alike. The preview's JPEG (quality 70) is timed beside them.
@@ -27,8 +27,8 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stream.sample import sample_clip  # noqa: E402
-from stream.video_writer import open_encoder  # noqa: E402
+from stream.media.sample import sample_clip  # noqa: E402
+from stream.outputs.video_writer import open_encoder  # noqa: E402
 from stream.web.preview import JPEG_QUALITY  # noqa: E402
 
 CODECS = {"h264": ".mp4", "mp4v": ".mp4", "mjpg": ".avi"}

@@ -25,8 +25,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.registry import load_model, reference_transform, spec_of  # noqa: E402
-from stream.preprocess import FastPreprocessor, Preprocessor  # noqa: E402
-from stream.sample import pan_zoom, photo  # noqa: E402
+from stream.media.sample import pan_zoom, photo  # noqa: E402
+from stream.pipeline.preprocess import FastPreprocessor, Preprocessor  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina")
 SIZES = ((640, 480), (768, 576), (1280, 720), (1920, 1080))

@@ -25,7 +25,7 @@ LOGITS_BYTES = 1000 * 4  # a reply's row of float32 logits, before Ray's own fra
 
 
 def main() -> int:
-    from stream.sample import sample_clip
+    from stream.media.sample import sample_clip
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=300, help="frames per stream")

@@ -75,7 +75,7 @@ def main() -> int:
 
 
 def _sample() -> str:
-    from stream.sample import sample_clip
+    from stream.media.sample import sample_clip
 
     return str(sample_clip())
 

@@ -38,8 +38,8 @@ def main() -> int:
     from stream.lab.dataset import scan_folder
     from stream.lab.inputs import load_frames, read_images
     from stream.lab.metrics import fidelity
-    from stream.preprocess import make_preprocessor
-    from stream.sample import sample_clip, sample_set
+    from stream.media.sample import sample_clip, sample_set
+    from stream.pipeline.preprocess import make_preprocessor
 
     request = ModelRequest(args.model, args.weights)
     data = scan_folder(sample_set())

@@ -169,7 +169,7 @@ def main() -> int:
     from models.spec import ModelRequest
     from stream.backends.cache import ArtifactCache
     from stream.backends.onnx_model import get_onnx_model
-    from stream.sample import sample_clip
+    from stream.media.sample import sample_clip
 
     clip = args.clip or str(sample_clip())
     with tempfile.TemporaryDirectory(prefix="peer-") as tmp:

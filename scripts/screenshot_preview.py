@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stream.sample import make_clip, sample_clip  # noqa: E402
+from stream.media.sample import make_clip, sample_clip  # noqa: E402
 from tests.browser import MISSING, open_chromium  # noqa: E402
 
 

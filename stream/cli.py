@@ -159,6 +159,6 @@ def run(args: dict, process_start: float, interrupts=None) -> int:
         if value is not None:
             args[key] = "on" if value else "off"
     cfg = merge(load_toml(config_path) if config_path else {}, args)
-    from stream.run import run_streams
+    from stream.session.orchestrator import run_streams
 
     return run_streams(cfg, process_start, interrupts)

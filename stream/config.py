@@ -15,15 +15,15 @@ from stream.errors import UserError
 DROP_POLICIES = ("auto", "latest", "block")
 TRT_CONVERTERS = ("onnx", "torch2trt")
 TRISTATE = ("auto", "on", "off")
-RESIZE_MODES = ("faithful", "fast")  # stream.preprocess: the weights' own transform, or a cheaper inexact one
-CODECS = ("auto", "h264", "mp4v", "mjpg")  # stream.video_writer
+RESIZE_MODES = ("faithful", "fast")  # stream.pipeline.preprocess: the weights' own transform, or a cheaper inexact one
+CODECS = ("auto", "h264", "mp4v", "mjpg")  # stream.outputs.video_writer
 ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
 class Config:
     source: tuple[str, ...] = ()  # --source, repeatable; none: the bundled sample clip (unless --sources)
-    sources: str | None = None  # a TOML file of [[source]] tables (stream.streams)
+    sources: str | None = None  # a TOML file of [[source]] tables (stream.media.streams)
     output: str | None = None
     report: str | None = None
     predictions: str | None = None
@@ -36,7 +36,7 @@ class Config:
     queue_size: int | None = None  # frames buffered per stream; None: 2 for live streams, 8 for files
     drop_policy: str = "auto"
     max_frames: int | None = None
-    batch_timeout_ms: float | None = None  # None: about one frame period of the fastest live stream (stream.plan)
+    batch_timeout_ms: float | None = None  # None: about a frame period of the fastest live stream
     max_staleness_ms: float | None = None  # None: 500 ms for live streams
     reconnect: str = "auto"  # auto: on when there are several streams
     max_reconnects: int | None = None  # consecutive failed attempts before a stream fails; None: no limit
@@ -45,7 +45,7 @@ class Config:
     display: str = "auto"
     dashboard: str = "auto"
     target_fps: float | None = None  # None: the source's own fps, else 30
-    latency_budget_ms: float | None = None  # None: 2 frame periods + the model's p95 (stream.realtime)
+    latency_budget_ms: float | None = None  # None: 2 frame periods + the model's p95 (stream.observe.realtime)
     warmup: int = 5
     status_every: float = 5.0
     cache_dir: str | None = None  # exported ONNX models and TensorRT engines; None: the user cache dir

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 
-from stream.sample import pan_zoom, photo
+from stream.media.sample import pan_zoom, photo
 
 BITS, BLOCK = 16, 12  # a 16-bit sequence number in 12-pixel blocks
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.sample import make_clip, pan_zoom, photo
+from stream.media.sample import make_clip, pan_zoom, photo
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT_LABELS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from stream.pipeline import execute
-from stream.sample import pan_zoom, photo
-from stream.sinks import VideoFileSink
+from stream.media.sample import pan_zoom, photo
+from stream.outputs.sinks import VideoFileSink
+from stream.session.local import execute
 from stream.web.address import parse_serve
 from stream.web.server import PreviewServer
 from tests.browser import MISSING, open_chromium

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models import load_model
-from stream.sinks import display_available  # noqa: F401 - import check: the CLI's own modules load
+from stream.outputs.sinks import display_available  # noqa: F401 - import check: the CLI's own modules load
 from tests.conftest import CAT_LABELS, read_all_frames, run_cli, start_cli, wait_for_lines
 from tests.test_tensorrt import HAS_CUDA, HAVE_TRT
 
@@ -264,7 +264,7 @@ def test_live_stream_that_drops_keeps_what_was_processed_and_exits_nonzero(mjpeg
 def test_image_folder_is_one_frame_per_image_with_real_labels(tmp_path):
     import cv2
 
-    from stream.sample import photo
+    from stream.media.sample import photo
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -1,11 +1,11 @@
 from rich.console import Console
 
-from stream.dashboard import build_dashboard, status_line
-from stream.frames import TopK
-from stream.realtime import Verdict
-from stream.runinfo import RunInfo
-from stream.sources import SourceInfo
-from stream.stats import STAGES, Percentiles, Rates, StatsSnapshot
+from stream.media.sources import SourceInfo
+from stream.observe.dashboard import build_dashboard, status_line
+from stream.observe.realtime import Verdict
+from stream.observe.runinfo import RunInfo
+from stream.observe.stats import STAGES, Percentiles, Rates, StatsSnapshot
+from stream.pipeline.frames import TopK
 
 
 def snapshot(**overrides) -> StatsSnapshot:
@@ -62,7 +62,7 @@ def test_status_line_carries_progress_and_rates():
 
 
 def test_a_multi_stream_dashboard_has_a_row_per_stream_and_the_totals():
-    from stream.stats import StreamRow
+    from stream.observe.stats import StreamRow
 
     rows = [StreamRow("door", "running", snapshot(fps_10s=Rates(30.0, 29.9, 29.8)), {"full": 3, "stale": 1}, 0, 0,
                       0.02),

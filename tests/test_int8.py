@@ -10,8 +10,8 @@ from stream.backends import BackendOptions
 from stream.backends.onnxruntime_backend import OnnxRuntimeBackend
 from stream.backends.quantize import Calibration, calibration_id
 from stream.errors import UserError
-from stream.preprocess import Preprocessor
-from stream.sample import make_clip, photo
+from stream.media.sample import make_clip, photo
+from stream.pipeline.preprocess import Preprocessor
 from tests.conftest import run_cli
 
 LITE0 = ModelRequest("efficientnet_lite0")
@@ -133,7 +133,7 @@ def test_int8_file_runs_leave_a_core_to_decode_and_encode():
     from dataclasses import replace
 
     from stream.config import Config
-    from stream.plan import model_threads
+    from stream.session.plan import model_threads
 
     cfg = replace(Config(), backend="onnxruntime", precision="int8")
     assert model_threads(cfg, 8, 2) == 1 and model_threads(cfg, 8, 8) == 7

@@ -12,7 +12,7 @@ import pytest
 
 from stream.lab.runner import run_job
 from stream.lab.worker import Job
-from stream.sample import photo
+from stream.media.sample import photo
 from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from models.registry import load_model, reference_transform
-from stream.sample import make_labelled_set
+from stream.media.sample import make_labelled_set
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ from models import ModelRequest, available_models, load_model
 from stream.backends import BackendOptions, backend_class
 from stream.backends.torch_backend import TorchBackend
 from stream.errors import UserError
-from stream.preprocess import Preprocessor
-from stream.sample import photo
+from stream.media.sample import photo
+from stream.pipeline.preprocess import Preprocessor
 
 
 def test_categories_and_preprocessing_come_from_the_weights_metadata():

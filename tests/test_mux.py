@@ -1,4 +1,5 @@
-"""The cross-stream batcher (stream.mux) and the decisions of stream.plan, stream.streams, stream.histogram."""
+"""The cross-stream batcher (stream.pipeline.mux) and the decisions of stream.session.plan,
+stream.media.streams, stream.observe.histogram."""
 
 import threading
 import time
@@ -8,13 +9,13 @@ import pytest
 
 from stream.config import Config
 from stream.errors import UserError
-from stream.frames import Frame
-from stream.histogram import EXACT_LIMIT, RELATIVE_ERROR, BoundedSamples
-from stream.mux import Lane, StreamMux
-from stream.plan import plan_run
-from stream.queues import Stopped
-from stream.sources import SourceInfo
-from stream.streams import StreamSpec, load_sources_file, name_from_uri, output_path, stream_specs
+from stream.media.sources import SourceInfo
+from stream.media.streams import StreamSpec, load_sources_file, name_from_uri, output_path, stream_specs
+from stream.observe.histogram import EXACT_LIMIT, RELATIVE_ERROR, BoundedSamples
+from stream.pipeline.frames import Frame
+from stream.pipeline.mux import Lane, StreamMux
+from stream.pipeline.queues import Stopped
+from stream.session.plan import plan_run
 
 IMAGE = np.zeros((2, 2, 3), np.uint8)
 
@@ -204,7 +205,7 @@ def test_frames_left_at_a_stop_are_counted_as_dropped_at_stop():
 def test_backoff_doubles_to_its_cap_and_survives_days_of_attempts():
     import random
 
-    from stream.capture import Reconnect
+    from stream.pipeline.capture import Reconnect
 
     policy, rng = Reconnect(True, jitter=0.0), random.Random(0)
     assert [policy.delay(a, rng) for a in (1, 2, 3, 6, 7)] == [1.0, 2.0, 4.0, 30.0, 30.0]

@@ -12,9 +12,9 @@ from models import ModelRequest, load_model
 from stream.backends import BackendOptions, backend_class
 from stream.backends.onnxruntime_backend import OnnxRuntimeBackend, choose_providers
 from stream.errors import UserError
-from stream.postprocess import top_k
-from stream.preprocess import Preprocessor
-from stream.sample import photo
+from stream.media.sample import photo
+from stream.pipeline.postprocess import top_k
+from stream.pipeline.preprocess import Preprocessor
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")

@@ -11,9 +11,9 @@ from stream.backends import BackendOptions
 from stream.backends.onnxruntime_backend import OnnxRuntimeBackend
 from stream.backends.openvino_backend import OpenVinoBackend, choose_hint, split
 from stream.errors import UserError
-from stream.postprocess import top_k
-from stream.preprocess import Preprocessor
-from stream.sample import photo
+from stream.media.sample import photo
+from stream.pipeline.postprocess import top_k
+from stream.pipeline.preprocess import Preprocessor
 from tests.conftest import run_cli
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera")

@@ -7,12 +7,12 @@ import pytest
 
 from models.spec import PreprocessSpec
 from stream.errors import StreamError
-from stream.frames import Frame
-from stream.pipeline import PipelineOptions, run_pipeline
-from stream.preprocess import Preprocessor
-from stream.render import Renderer
-from stream.sinks import VideoFileSink
-from stream.sources import SourceInfo
+from stream.media.sources import SourceInfo
+from stream.outputs.sinks import VideoFileSink
+from stream.pipeline.frames import Frame
+from stream.pipeline.preprocess import Preprocessor
+from stream.pipeline.render import Renderer
+from stream.session.local import PipelineOptions, run_pipeline
 from tests.conftest import read_all_frames
 
 SPEC = PreprocessSpec(64, 56, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -183,8 +183,8 @@ def test_failing_sink_stops_the_run_and_the_other_sinks_are_still_finalised(tmp_
 
 
 def test_a_stream_that_ended_keeps_its_own_rates_while_the_others_run_on():
-    from stream.inference import Batching
-    from stream.pipeline import Pipeline, StreamInput, StreamPlan, execute
+    from stream.pipeline.inference import Batching
+    from stream.session.local import Pipeline, StreamInput, StreamPlan, execute
 
     plans = [StreamPlan(name, False, 4, 30.0, False, n) for name, n in (("short", 20), ("long", 60))]
     sources = [GraySource(20), GraySource(60, delay_s=0.05)]  # the long one runs about 2.5 s after the short

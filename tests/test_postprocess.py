@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stream.postprocess import softmax, top_k
+from stream.pipeline.postprocess import softmax, top_k
 
 
 def test_top_k_orders_by_probability_with_labels():

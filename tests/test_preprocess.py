@@ -9,10 +9,10 @@ from PIL import Image
 
 from models.registry import reference_transform, spec_of
 from models.spec import PreprocessSpec
-from stream.preprocess import FastPreprocessor, Preprocessor, make_preprocessor
-from stream.preprocess_gpu import TorchPreprocessor
-from stream.resample import axis_weights, crop_plan
-from stream.sample import pan_zoom, photo
+from stream.media.sample import pan_zoom, photo
+from stream.pipeline.preprocess import FastPreprocessor, Preprocessor, make_preprocessor
+from stream.pipeline.preprocess_gpu import TorchPreprocessor
+from stream.pipeline.resample import axis_weights, crop_plan
 from tests.conftest import read_all_frames
 
 # One 8-bit step in normalised units is 1 / (255 · std) ≈ 0.0175 for ImageNet's std. PIL filters rows

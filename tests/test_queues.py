@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from stream.frames import EndOfStream
-from stream.queues import FrameQueue, Stopped
+from stream.pipeline.frames import EndOfStream
+from stream.pipeline.queues import FrameQueue, Stopped
 
 
 def drain_until_end(q: FrameQueue) -> list:

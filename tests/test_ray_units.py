@@ -9,9 +9,9 @@ from stream.cluster.engine import chunk, in_flight
 from stream.cluster.remote_inference import Uint8Crop
 from stream.cluster.stream_actor import restart_path
 from stream.cluster.wire import BatchTally, ModelInput, Reply, frames_in
-from stream.preprocess import FastPreprocessor, Preprocessor
-from stream.resample import normalisation
-from stream.sample import pan_zoom, photo
+from stream.media.sample import pan_zoom, photo
+from stream.pipeline.preprocess import FastPreprocessor, Preprocessor
+from stream.pipeline.resample import normalisation
 
 SPECS = [PreprocessSpec(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bicubic"),
          PreprocessSpec(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")]

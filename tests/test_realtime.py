@@ -1,8 +1,8 @@
-"""The one real-time rule (stream.realtime), used by the run verdict, the dashboard and bench."""
+"""The one real-time rule (stream.observe.realtime), used by the run verdict, the dashboard and bench."""
 
 import pytest
 
-from stream.realtime import Measured, Target, judge
+from stream.observe.realtime import Measured, Target, judge
 
 LIVE = Target(30.0, judge_latency=True)
 FILE8 = Target(30.0, judge_latency=False, batch=8)
@@ -53,7 +53,7 @@ def test_no_latency_yet_on_a_live_source_is_undecided():
 
 
 def test_several_streams_are_real_time_only_together():
-    from stream.realtime import combine
+    from stream.observe.realtime import combine
 
     ok, slow, young = (judge(LIVE, measured()), judge(LIVE, measured(fps=20.0)),
                        judge(LIVE, measured(frames=3, seconds=0.2)))

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from stream.errors import UserError
-from stream.sample import photo
-from stream.sources import open_source
+from stream.media.sample import photo
+from stream.media.sources import open_source
 from tests.conftest import read_all_frames
 
 
@@ -62,7 +62,7 @@ def test_bad_sources_are_user_errors(tmp_path, make, message):
 
 
 def test_sample_clip_is_made_once_and_cached(tmp_path):
-    from stream.sample import sample_clip
+    from stream.media.sample import sample_clip
 
     path = sample_clip(tmp_path)
     stamp = path.stat().st_mtime_ns

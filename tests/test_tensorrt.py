@@ -188,8 +188,8 @@ def _reference(name: str, weights: str):
     import torch
 
     from models import load_model
-    from stream.preprocess import Preprocessor
-    from stream.sample import photo
+    from stream.media.sample import photo
+    from stream.pipeline.preprocess import Preprocessor
 
     model = load_model(name, weights)
     batch = Preprocessor(model.preprocess)([photo(p) for p in ("chelsea", "coffee", "astronaut", "rocket")])
@@ -210,7 +210,7 @@ def _backend(cache_dir, precision, batch=4, name="efficientnet_lite0", weights="
 @needs_trt
 @pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-2), ("fp16", 0.15)])
 def test_tensorrt_logits_and_top5_against_pytorch(trt_cache, precision, tolerance):
-    from stream.postprocess import top_k
+    from stream.pipeline.postprocess import top_k
 
     model, batch, expected = _reference("efficientnet_lite0", "imagenet")
     backend = _backend(trt_cache, precision)
@@ -227,8 +227,8 @@ def test_tensorrt_logits_and_top5_against_pytorch(trt_cache, precision, toleranc
 @pytest.mark.gpu
 @needs_trt
 def test_tensorrt_gpu_preprocessing_feeds_the_same_pixels(trt_cache):
-    from stream.preprocess import Preprocessor, make_preprocessor
-    from stream.sample import photo
+    from stream.media.sample import photo
+    from stream.pipeline.preprocess import Preprocessor, make_preprocessor
 
     backend = _backend(trt_cache, "fp32")
     images = [photo("chelsea"), photo("coffee")]
@@ -326,7 +326,7 @@ def test_tensorrt_int8_from_the_symmetric_qdq_model(trt_cache, tmp_path):
     """int8: an explicitly quantized (Q/DQ, zero point 0) network, built strongly typed; its calibration in the key."""
     import onnx
 
-    from stream.postprocess import top_k
+    from stream.pipeline.postprocess import top_k
 
     model, batch, expected = _reference("efficientnet_lite0", "imagenet")
     backend = _backend(trt_cache, "int8")

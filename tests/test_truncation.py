@@ -1,6 +1,6 @@
-"""The evidence rule for calling a video file truncated (stream.truncation)."""
+"""The evidence rule for calling a video file truncated (stream.media.truncation)."""
 
-from stream.truncation import check_decoded
+from stream.media.truncation import check_decoded
 
 
 def test_a_complete_file_or_an_unknown_count_is_fine():

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from stream import video_writer
 from stream.errors import UserError
-from stream.sample import pan_zoom, photo
-from stream.sinks import VideoFileSink
-from stream.video_writer import choose_codec
+from stream.media.sample import pan_zoom, photo
+from stream.outputs import video_writer
+from stream.outputs.sinks import VideoFileSink
+from stream.outputs.video_writer import choose_codec
 from tests.conftest import read_all_frames, run_cli
 
 

@@ -19,15 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.backends import LoadRecord
 from stream.errors import UserError
-from stream.frames import Frame
-from stream.inference import Batching
-from stream.pipeline import Pipeline, StreamInput, StreamPlan, execute
-from stream.preprocess import Preprocessor
-from stream.render import Renderer
-from stream.report import LoadTimes, build_report
-from stream.runinfo import RunInfo
-from stream.sample import pan_zoom, photo
-from stream.sources import SourceInfo
+from stream.media.sample import pan_zoom, photo
+from stream.media.sources import SourceInfo
+from stream.observe.report import LoadTimes, build_report
+from stream.observe.runinfo import RunInfo
+from stream.pipeline.frames import Frame
+from stream.pipeline.inference import Batching
+from stream.pipeline.preprocess import Preprocessor
+from stream.pipeline.render import Renderer
+from stream.session.local import Pipeline, StreamInput, StreamPlan, execute
 from stream.web import server as web_server
 from stream.web.address import exposure_warning, parse_serve
 from stream.web.server import PreviewServer

@@ -126,6 +126,26 @@ def resolve_precision(requested: str, default: str) -> str:
     return default if requested == "auto" else requested
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, readable without importing its runtime."""
+
+    precisions: tuple[str, ...]
+    cpu_bound: bool  # its model runs on the CPU cores the pipeline shares (threads are planned for it)
+
+
+_CAPABILITIES = {
+    "torch": Capabilities(("fp32", "fp16"), False),
+    "onnxruntime": Capabilities(("fp32", "fp16", "int8"), True),
+    "openvino": Capabilities(("fp32", "fp16", "int8"), True),
+    "tensorrt": Capabilities(("fp32", "fp16", "int8"), False),
+}
+
+
+def capabilities(name: str) -> Capabilities:
+    return _CAPABILITIES[name]
+
+
 def runs(backend: str, precision: str) -> bool:
     """Whether `backend` offers `precision` at all (int8 needs a calibrated Q/DQ model)."""
     return precision != "int8" or backend in INT8_BACKENDS

@@ -50,7 +50,7 @@ class Calibration:
         if not 1 <= self.frames <= 4096:
             raise UserError(f"--calibration-frames {self.frames}: use 1 to 4096 frames")
         if self.path is None:
-            from stream.sample import sample_clip
+            from stream.media.sample import sample_clip
 
             return Calibration(str(sample_clip(cache_dir)), self.frames, self.method)
         if not Path(self.path).exists():
@@ -63,7 +63,7 @@ def calibration_id(path: str) -> str:
     """A content hash of the calibration input, so a changed file is a cache miss."""
     p = Path(path)
     if p.is_dir():
-        from stream.sources import image_files
+        from stream.media.sources import image_files
 
         files = image_files(p)
         digest = hashlib.sha256()
@@ -110,7 +110,7 @@ def get_int8_model(request: ModelRequest, cache: ArtifactCache, calibration: Cal
         status = f"miss (calibration settings changed: {other})"
         print(f"no cached int8 model for {request.name} with these settings ({other}); quantizing", flush=True)
     from stream.lab.inputs import load_frames
-    from stream.preprocess import make_preprocessor
+    from stream.pipeline.preprocess import make_preprocessor
 
     images = load_frames(cal.path, cal.frames, flag="--calibration")  # a bad set fails before the export
     fp32 = get_onnx_model(request, "fp32", cache)

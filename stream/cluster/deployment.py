@@ -3,7 +3,7 @@
 Requests are a frame or a few of one stream (`wire.ModelInput`, uint8) from any number of stream
 actors; Serve's batch queue gathers up to `--batch` frames of them (`batch_size_fn` counts frames),
 waiting at most `--batch-timeout-ms` after the first. The
-replica normalises the whole-valued pixels exactly as `stream.preprocess` does (the same float32
+replica normalises the whole-valued pixels exactly as `stream.pipeline.preprocess` does (the same float32
 `pixel * scale + shift`), so the backend sees bit for bit the local engine's input.
 """
 
@@ -24,7 +24,7 @@ from stream.backends import BackendOptions, backend_class
 from stream.backends.cache import ArtifactCache
 from stream.cluster.ledger import ledger
 from stream.cluster.wire import ModelCard, ModelInput, Reply, frames_in
-from stream.resample import normalisation
+from stream.pipeline.resample import normalisation
 
 DEPLOYMENT = "Classifier"
 
@@ -56,7 +56,8 @@ def placement(replicas: int, cpus: float, gpus: float, batch: int, in_flight_tot
 
 
 def normalise(pixels: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """N×3×H×W uint8 → the float32 input, by the very operations stream.preprocess applies to its rounded pixels."""
+    """N×3×H×W uint8 → the float32 input, by the very operations stream.pipeline.preprocess applies to its
+    rounded pixels."""
     batch = pixels.astype(np.float32)
     batch *= scale
     batch += shift

@@ -1,6 +1,6 @@
 """The driver of `--engine ray`: plan as the local engine does, deploy, run the stream actors, report.
 
-The run's decisions come from the same `stream.plan.plan_run`; the streams' statistics are replayed
+The run's decisions come from the same `stream.session.plan.plan_run`; the streams' statistics are replayed
 into the project's own collectors (stream.cluster.recording), so the dashboard, the verdicts and the
 report are the local engine's, with a `ray` section added (stream.cluster.figures). Ctrl-C asks every
 stream actor to stop between two frames; the actors finish their sinks and return, and everything
@@ -33,7 +33,7 @@ ACTOR_RESTARTS = 3
 class StreamState:
     """The driver's view of one stream: its collector, the last status of each incarnation, its clock."""
 
-    stats: object  # stream.stats.StatsCollector, fed by replay
+    stats: object  # stream.observe.stats.StatsCollector, fed by replay
     statuses: dict[int, StreamStatus] = field(default_factory=dict)
     offsets: dict[int, float] = field(default_factory=dict)  # incarnation → driver clock - actor clock
     result: StreamResult | None = None
@@ -71,8 +71,8 @@ def in_flight(live: bool, batch: int, streams: int) -> int:
 
 def run_on_ray(cfg: Config, specs, process_start: float, interrupts=None) -> int:
     from stream.backends.onnxruntime_backend import available_cores
-    from stream.plan import plan_run
-    from stream.run import _calibration, _open
+    from stream.session.orchestrator import _calibration, _open
+    from stream.session.plan import plan_run
 
     sources = []
     try:
@@ -176,7 +176,7 @@ class _Run:
 
         from models.spec import ModelRequest
         from stream.cluster.deployment import Classifier, ReplicaJob, placement
-        from stream.run import backend_options
+        from stream.session.orchestrator import backend_options
 
         cfg, batching = self.cfg, self.plan.batching
         options = backend_options(cfg, self.plan, self.calibration)
@@ -197,7 +197,7 @@ class _Run:
 
     def _jobs(self, card, ledger_name: str):
         from stream.cluster.stream_actor import StreamJob
-        from stream.streams import PLACEHOLDER, output_path
+        from stream.media.streams import PLACEHOLDER, output_path
 
         cfg, n = self.cfg, len(self.specs)
         jobs = []
@@ -213,10 +213,10 @@ class _Run:
         return jobs
 
     def _views(self, card):
-        from stream.dashboard import LiveDashboard, StatusPrinter
-        from stream.realtime import Target
-        from stream.runinfo import RunInfo
-        from stream.stats import StatsCollector
+        from stream.observe.dashboard import LiveDashboard, StatusPrinter
+        from stream.observe.realtime import Target
+        from stream.observe.runinfo import RunInfo
+        from stream.observe.stats import StatsCollector
 
         cfg, plan, batch = self.cfg, self.plan, self.plan.batching.size
         policies = ["latest" if p.live else "block" for p in plan.streams]
@@ -283,9 +283,9 @@ class _Run:
     def _snapshot(self, states: list[StreamState], totals):
         from dataclasses import replace
 
-        from stream.capture import ENDED, FAILED
-        from stream.realtime import combine
-        from stream.stats import StreamRow
+        from stream.observe.realtime import combine
+        from stream.observe.stats import StreamRow
+        from stream.pipeline.capture import ENDED, FAILED
 
         now = time.perf_counter()
         snap = totals.snapshot(now)
@@ -305,9 +305,9 @@ class _Run:
 
     def _finish(self, info, card, states, totals, status, end_reason, startup_s, starts, restarts) -> int:
         from stream.cluster.figures import ray_section, ray_summary
-        from stream.pipeline import RunOutcome, StreamOutcome
-        from stream.report import LoadTimes, build_report, summary, write_report
-        from stream.run import _check_truncated, _exit_status
+        from stream.observe.report import LoadTimes, build_report, summary, write_report
+        from stream.session.local import RunOutcome, StreamOutcome
+        from stream.session.orchestrator import _check_truncated, _exit_status
 
         cfg = self.cfg
         outcome = RunOutcome(status, end_reason, totals, sum(s.total("frames_read") for s in states),
@@ -355,7 +355,7 @@ def merge_predictions(cfg: Config, specs, states: list[StreamState]) -> None:
     import os
 
     from stream.cluster.stream_actor import restart_path
-    from stream.streams import PLACEHOLDER
+    from stream.media.streams import PLACEHOLDER
 
     if not cfg.predictions or len(specs) < 2 or PLACEHOLDER in cfg.predictions:
         return

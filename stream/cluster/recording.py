@@ -1,6 +1,6 @@
 """Statistics across processes: the stream actor records what its collector saw, the driver replays it.
 
-The driver's collectors are the project's own (stream.stats), fed the same calls the local engine
+The driver's collectors are the project's own (stream.observe.stats), fed the same calls the local engine
 makes, so the dashboard, the verdict and the report are computed by the same code. Stamps come from
 the actor's monotonic clock; the driver moves them onto its own by one offset per actor incarnation
 (measured once, half a round trip of error). Durations are differences within one actor, unchanged.
@@ -13,8 +13,8 @@ import threading
 import numpy as np
 
 from stream.cluster.wire import Captured, Event, Inferred, Rendered
-from stream.frames import Classified, Frame, Prediction
-from stream.stats import StatsCollector
+from stream.observe.stats import StatsCollector
+from stream.pipeline.frames import Classified, Frame, Prediction
 
 NO_IMAGE = np.empty((0, 0, 3), np.uint8)
 

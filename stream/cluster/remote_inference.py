@@ -22,14 +22,14 @@ import ray
 
 from models.spec import PreprocessSpec
 from stream.cluster.wire import BatchTally, ModelInput, Reply
-from stream.frames import Classified, EndOfStream, Frame, Prediction, StageTimes
-from stream.inference import Batching, InferenceThread
-from stream.mux import StreamEnd, StreamMux
-from stream.postprocess import top_k
-from stream.preprocess import FastPreprocessor, Preprocessor
-from stream.queues import FrameQueue, Stopped
-from stream.stats import StatsCollector
-from stream.worker import Worker
+from stream.observe.stats import StatsCollector
+from stream.pipeline.frames import Classified, EndOfStream, Frame, Prediction, StageTimes
+from stream.pipeline.inference import Batching, InferenceThread
+from stream.pipeline.mux import StreamEnd, StreamMux
+from stream.pipeline.postprocess import top_k
+from stream.pipeline.preprocess import FastPreprocessor, Preprocessor
+from stream.pipeline.queues import FrameQueue, Stopped
+from stream.pipeline.worker import Worker
 
 RETRY_WINDOW_S = 120.0  # how long a request is sent again while its replicas are down (Serve restarts them)
 REPLY_TIMEOUT_S = 120.0

@@ -1,7 +1,7 @@
 """Each stream as a Ray actor: the local engine's pipeline for one stream, next to its source.
 
 Capture, the stream's buffer (live/file policies, staleness), reconnects and stall handling, render
-and sinks are the local engine's own (stream.pipeline); only its inference stage is replaced, by
+and sinks are the local engine's own (stream.session.local); only its inference stage is replaced, by
 requests to the Serve deployment (stream.cluster.remote_inference). The actor is threaded: `run`
 holds one thread for the whole stream, while the driver calls `poll` and `stop` on others.
 
@@ -21,17 +21,17 @@ from pathlib import Path
 import ray
 from ray import serve
 
-from stream.capture import Reconnect
 from stream.cluster.deployment import DEPLOYMENT
 from stream.cluster.ledger import ledger
 from stream.cluster.recording import RecordingCollector
 from stream.cluster.remote_inference import RemoteInference, Uint8Crop
 from stream.cluster.wire import BatchTally, ModelCard, StreamPoll, StreamResult, StreamStatus
-from stream.inference import Batching
-from stream.pipeline import Pipeline, StreamInput, StreamPlan
-from stream.render import Renderer
-from stream.sinks import Outputs, open_sinks
-from stream.stats import StatsCollector
+from stream.observe.stats import StatsCollector
+from stream.outputs.sinks import Outputs, open_sinks
+from stream.pipeline.capture import Reconnect
+from stream.pipeline.inference import Batching
+from stream.pipeline.render import Renderer
+from stream.session.local import Pipeline, StreamInput, StreamPlan
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class StreamActor:
         self._stop_reason = reason
 
     def run(self) -> StreamResult:
-        from stream.run import _open
+        from stream.session.orchestrator import _open
 
         job = self.job
         source = _open(job.uri)

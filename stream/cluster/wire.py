@@ -9,8 +9,8 @@ import numpy as np
 
 from models.spec import ModelInfo
 from stream.backends import LoadRecord
-from stream.frames import Prediction
-from stream.truncation import DecodeCheck
+from stream.media.truncation import DecodeCheck
+from stream.pipeline.frames import Prediction
 
 
 @dataclass(frozen=True)
@@ -130,5 +130,5 @@ class StreamResult:
     end_reason: str
     error: BaseException | None  # what ended it, if it failed (a UserError keeps its exit code)
     sinks: list[dict]  # each sink's summary (kind, path, written)
-    decode: DecodeCheck | None  # a file's decode check at its end (stream.truncation)
+    decode: DecodeCheck | None  # a file's decode check at its end (stream.media.truncation)
     warnings: list[str] = field(default_factory=list)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.postprocess import softmax
+from stream.pipeline.postprocess import softmax
 
 
 def score(logits: np.ndarray, targets: list[int], labels: list[str], paths: list[str],

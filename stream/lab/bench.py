@@ -19,7 +19,7 @@ from stream.lab.metrics import Latency, fidelity, mean_std, payback_frames
 from stream.lab.progress import JobProgress
 from stream.lab.runner import job_cache, run_job, run_pipeline
 from stream.lab.worker import Job
-from stream.realtime import Measured, Target, judge
+from stream.observe.realtime import Measured, Target, judge
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def _row(s: BenchSettings, c: Combo, r: dict) -> dict:
     sustained, measured = 1000.0 / (latency.mean_ms + pre_ms), "model"
     if (row.get("pipeline") or {}).get("status") == "ok":
         sustained, measured = row["pipeline"]["fps"], "pipeline"
-    # The run's own rule (stream.realtime): a lossless pipeline run judges throughput; the live latency is
+    # The run's own rule (stream.observe.realtime): a lossless pipeline run judges throughput; the live latency is
     # estimated from the batch's p95 (model and preprocessing) and shown against the default budget.
     batch_p95_ms = latency.batch_p95_ms + pre_ms * c.batch
     verdict = judge(Target(s.target_fps, judge_latency=False, batch=c.batch),

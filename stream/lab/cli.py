@@ -163,7 +163,7 @@ def _finish(report: dict, out: Path, markdown, charts, status: str) -> None:
 
 
 def _write(report: dict, out: Path, markdown) -> None:
-    from stream.report import json_safe
+    from stream.observe.report import json_safe
 
     texts = {"report.json": json.dumps(json_safe(report), indent=1) + "\n", "report.md": markdown(report)}
     for name, text in texts.items():
@@ -212,7 +212,7 @@ def _eval(args, models, out: Path, report: dict) -> int:
     if len(args.batch) != 1:
         raise UserError("eval takes one --batch size")
     if not args.data and not args.labels:
-        from stream.sample import sample_set
+        from stream.media.sample import sample_set
 
         args.data = str(sample_set(args.cache_dir))
         print(f"no --data or --labels given: using the sample set {args.data} (real photographs, hand-labelled)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream.errors import UserError
-from stream.sources import IMAGE_EXTENSIONS, is_image
+from stream.media.sources import IMAGE_EXTENSIONS, is_image
 
 WNID = re.compile(r"^n\d{8}$")
 

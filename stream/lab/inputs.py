@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 
 from stream.errors import UserError
-from stream.sources import image_files, is_image
+from stream.media.sources import image_files, is_image
 
 
 def default_inputs(cache_dir: str | None = None) -> str:
-    from stream.sample import sample_clip
+    from stream.media.sample import sample_clip
 
     return str(sample_clip(cache_dir))
 

@@ -1,4 +1,5 @@
-"""Pure measurement arithmetic: latency statistics, output fidelity, payback (the real-time rule is stream.realtime)."""
+"""Pure measurement arithmetic: latency statistics, output fidelity, payback (the real-time rule is
+stream.observe.realtime)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from stream.postprocess import softmax
+from stream.pipeline.postprocess import softmax
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,8 @@ def measure(job: Job, result: dict) -> None:
     from models.spec import ModelRequest
     from stream.backends import BackendOptions, backend_class
     from stream.lab.inputs import load_frames
-    from stream.preprocess import make_preprocessor
-    from stream.stats import peak_rss_mb
+    from stream.observe.stats import peak_rss_mb
+    from stream.pipeline.preprocess import make_preprocessor
 
     started = time.perf_counter()
     cls = backend_class(job.backend)

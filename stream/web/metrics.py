@@ -2,7 +2,7 @@
 
 A custom collector on the server's own registry (no global state): the counters are the snapshot's, so
 the last scrape of a run equals its report. Latency histograms are the run-long exact bucket counts kept
-beside the percentiles (stream.histogram.BoundedSamples.buckets), in seconds as Prometheus prefers.
+beside the percentiles (stream.observe.histogram.BoundedSamples.buckets), in seconds as Prometheus prefers.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from stream.capture import CONNECTING, ENDED, FAILED, RECONNECTING, RUNNING, STALLED
-from stream.histogram import Buckets
-from stream.stats import StatsSnapshot
+from stream.observe.histogram import Buckets
+from stream.observe.stats import StatsSnapshot
+from stream.pipeline.capture import CONNECTING, ENDED, FAILED, RECONNECTING, RUNNING, STALLED
 from stream.web.preview import LatestFrame
 
 STATES = (CONNECTING, RUNNING, RECONNECTING, STALLED, ENDED, FAILED)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stream.frames import Classified
+from stream.pipeline.frames import Classified
 
 JPEG_QUALITY = 70  # Frigate's choice for its MJPEG preview: about 83 kB per 720p frame
 MIN_ENCODE_INTERVAL_S = 1 / 30  # a frame younger than this is reused, however many viewers ask
@@ -39,7 +39,7 @@ class LatestFrame:
         self._cache: dict[int | None, Encoded] = {}  # by requested height
         self.encodes = 0
 
-    # The sink side (stream.sinks.Sink), called by the render loop.
+    # The sink side (stream.outputs.sinks.Sink), called by the render loop.
     def write(self, item: Classified, annotated: np.ndarray) -> bool:
         with self._lock:
             self._seq += 1

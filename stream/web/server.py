@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
 from stream.errors import UserError
-from stream.stats import StatsSnapshot
+from stream.observe.stats import StatsSnapshot
 from stream.web.address import ServeAddress
 from stream.web.feed import Feed
 from stream.web.metrics import SnapshotCollector

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from stream.stats import Percentiles, StatsSnapshot
+from stream.observe.stats import Percentiles, StatsSnapshot
 
 
 def _num(value: float | None, digits: int = 2) -> float | None:

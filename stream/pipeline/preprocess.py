@@ -1,7 +1,7 @@
 """Frames (BGR uint8, any size) → a normalised NCHW float32 batch, on the host.
 
 The default is faithful to the weights: torchvision's `Resize(antialias) + CenterCrop + Normalize`
-as PIL computes it, for the crop's pixels only (`stream.resample`). The two separable passes are
+as PIL computes it, for the crop's pixels only (`stream.pipeline.resample`). The two separable passes are
 sparse matrix products (scipy): each output pixel reads only its filter's taps, about 0.6 ms per
 720p frame here against ~4 ms for PIL on the same region. Results are rounded to whole pixel values
 as PIL's 8-bit output is, so the model sees PIL's input within a rare ±1 step.
@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sparse
 
 from models.spec import PreprocessSpec
-from stream.resample import SizeCache, crop_box, crop_plan, normalisation
+from stream.pipeline.resample import SizeCache, crop_box, crop_plan, normalisation
 
 
 class _SparseResize:
@@ -106,6 +106,6 @@ def make_preprocessor(spec: PreprocessSpec, device: str, resize: str = "faithful
     """On the host for host backends; on the GPU for backends that take GPU tensors."""
     if device == "cpu":
         return Preprocessor(spec) if resize == "faithful" else FastPreprocessor(spec)
-    from stream.preprocess_gpu import TorchPreprocessor
+    from stream.pipeline.preprocess_gpu import TorchPreprocessor
 
     return TorchPreprocessor(spec, device, resize)

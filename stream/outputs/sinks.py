@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from stream.errors import UserError
-from stream.frames import Classified
-from stream.streams import output_path
-from stream.video_writer import choose_codec, even_size, open_encoder
+from stream.media.streams import output_path
+from stream.outputs.video_writer import choose_codec, even_size, open_encoder
+from stream.pipeline.frames import Classified
 
 
 class Sink(Protocol):
@@ -41,7 +41,7 @@ class Outputs:
     video: str | None = None
     predictions: str | None = None
     window: bool = False
-    codec: str = "auto"  # stream.video_writer: h264 for .mp4 when PyAV has libx264, else mp4v; mjpg for .avi
+    codec: str = "auto"  # stream.outputs.video_writer: h264 for .mp4 when PyAV has libx264, else mp4v; mjpg for .avi
 
 
 def open_sinks(outputs: Outputs, names: list[str], infos: list, shared: dict | None = None) -> list[list[Sink]]:

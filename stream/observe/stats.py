@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import psutil
 
-from stream.frames import Classified, Prediction, TopK
-from stream.histogram import BoundedSamples, Buckets
-from stream.realtime import Measured, Target, Verdict, judge
+from stream.observe.histogram import BoundedSamples, Buckets
+from stream.observe.realtime import Measured, Target, Verdict, judge
+from stream.pipeline.frames import Classified, Prediction, TopK
 
 STAGES = ("preprocess", "inference", "postprocess", "render", "end_to_end")
 RECENT_S = 10.0
@@ -138,7 +138,7 @@ class StatsCollector:
         self._stamps: dict[str, deque[float]] = {k: deque() for k in ("capture", "inference", "pipeline")}
         self._counts = {"capture": 0, "inference": 0, "pipeline": 0}
         self._last = {"capture": 0.0, "inference": 0.0, "pipeline": 0.0}
-        # Bounded whatever the run's length (stream.histogram states the error).
+        # Bounded whatever the run's length (stream.observe.histogram states the error).
         self._all: dict[str, BoundedSamples] = {s: BoundedSamples() for s in STAGES}
         self._recent: deque[tuple[float, dict[str, float]]] = deque()
         self._model_s = 0.0  # summed per-frame model time

@@ -1,6 +1,6 @@
 """Preprocessing on the backend's GPU: upload the crop's source region as uint8, resample it there.
 
-Faithful mode applies the same Pillow weights as the host path (`stream.resample`), as two dense
+Faithful mode applies the same Pillow weights as the host path (`stream.pipeline.resample`), as two dense
 matrix products per channel (`rows @ region @ colsᵀ`): cheap on a GPU, exact in float32, and the
 same definition as the CPU path rather than a second approximation. Fast mode (`--resize fast`) is
 one bilinear `grid_sample` of the crop box, without antialiasing, like the host's fast mode.
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from models.spec import PreprocessSpec
-from stream.resample import SizeCache, crop_box, crop_plan, normalisation
+from stream.pipeline.resample import SizeCache, crop_box, crop_plan, normalisation
 
 
 class _DenseResize:

@@ -11,7 +11,7 @@ import queue
 import threading
 from typing import Generic, TypeVar
 
-from stream.frames import EndOfStream
+from stream.pipeline.frames import EndOfStream
 
 T = TypeVar("T")
 POLICIES = ("block", "latest")

@@ -10,9 +10,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from stream.render import RANDOM_WARNING
-from stream.runinfo import RunInfo
-from stream.stats import StatsSnapshot
+from stream.observe.runinfo import RunInfo
+from stream.observe.stats import StatsSnapshot
+from stream.pipeline.render import RANDOM_WARNING
 
 VERDICT_STYLE = {"real-time": "bold green", "not real-time": "bold red", "undecided": "yellow"}
 

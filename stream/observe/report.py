@@ -8,12 +8,12 @@ import math
 from dataclasses import dataclass
 
 from stream.backends import LoadRecord
-from stream.histogram import METHOD
-from stream.pipeline import RunOutcome
-from stream.realtime import Measured, Verdict, combine, judge
-from stream.runinfo import RunInfo
-from stream.sources import SourceInfo
-from stream.stats import STAGES, StatsCollector, peak_rss_mb
+from stream.media.sources import SourceInfo
+from stream.observe.histogram import METHOD
+from stream.observe.realtime import Measured, Verdict, combine, judge
+from stream.observe.runinfo import RunInfo
+from stream.observe.stats import STAGES, StatsCollector, peak_rss_mb
+from stream.session.local import RunOutcome
 
 
 @dataclass(frozen=True)

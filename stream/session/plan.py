@@ -1,31 +1,53 @@
-"""Every decision a run makes from its settings and its sources, in one pure function.
+"""Every decision a run makes from its settings and its sources, in pure functions.
 
 Live sources (and files read with --pace) keep their newest frames in a small buffer and run at
 batch 1 when alone; files are read losslessly and batched for throughput. Several streams are
 batched together: when any is live a batch holds up to one frame per stream (8 at most) and waits about
-one frame period of the fastest live stream for them, so no stream waits on a silent one.
+one frame period of the fastest live stream for them, so no stream waits on a silent one. A stream that
+joins a run in progress is planned by the same rules (`plan_stream`); the batch is the run's, fixed at start.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stream.capture import Reconnect
+from stream.backends import capabilities
 from stream.config import Config
-from stream.inference import Batching
-from stream.pipeline import StreamPlan
-from stream.sources import SourceInfo
-from stream.streams import StreamSpec
+from stream.media.sources import SourceInfo
+from stream.media.streams import StreamSpec
+from stream.pipeline.capture import Reconnect
+from stream.pipeline.inference import Batching
 
 # Batching amortises the weight stream of the fully connected layers: on the 2-core CPU, 720p, AlexNet,
 # batch 8 against 1 gave ONNX Runtime 1.4× and PyTorch 1.8× the pipeline fps (README, Backends).
 FILE_BATCH = 8
+SERVICE_BATCH = 4  # a run that starts with no stream and waits for cameras: a few frames per batch
 LIVE_BUFFER = 2  # frames a live stream keeps for the batcher: the newest, and the one being replaced
 FILE_BUFFER = 8
 FILE_BATCH_TIMEOUT_S = 0.05
 MAX_BATCH_TIMEOUT_S = 0.05
 LIVE_STALENESS_S = 0.5
-CPU_BACKENDS = ("onnxruntime", "openvino")
+SERVICE_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """What the run decided for one stream."""
+
+    name: str
+    live: bool  # keep the newest frames; judged on latency
+    buffer: int
+    target_fps: float
+    judge_latency: bool
+    total: int | None = None  # frames expected, for progress and ETA
+    max_frames: int | None = None
+    loop: bool = False
+    pace_fps: float | None = None
+    latency_budget_ms: float | None = None
+
+    @property
+    def policy(self) -> str:
+        return "latest" if self.live else "block"
 
 
 def model_threads(cfg: Config, batch: int, cores: int) -> int | None:
@@ -35,7 +57,8 @@ def model_threads(cfg: Config, batch: int, cores: int) -> int | None:
     the pipeline. Measured on 2 cores, AlexNet int8, 720p with video, batch 8: 1 thread 154-163 fps against
     2 threads 130-150 (ONNX Runtime and OpenVINO alike); fp32 batch 8 the other way round (100 vs 107).
     """
-    if cfg.threads or cfg.backend not in CPU_BACKENDS or cfg.precision != "int8" or batch == 1 or cores < 2:
+    cpu_bound = capabilities(cfg.backend).cpu_bound
+    if cfg.threads or not cpu_bound or cfg.precision != "int8" or batch == 1 or cores < 2:
         return cfg.threads
     return cores - 1
 
@@ -52,28 +75,35 @@ class RunPlan:
         return any(s.live for s in self.streams)
 
 
-def plan_run(cfg: Config, specs: list[StreamSpec], infos: list[SourceInfo], cores: int = 1) -> RunPlan:
-    streams = [_stream(cfg, spec, info) for spec, info in zip(specs, infos, strict=True)]
+def plan_run(cfg: Config, specs: list[StreamSpec], infos: list[SourceInfo], cores: int = 1,
+             service: bool = False) -> RunPlan:
+    """`service`: streams may join later (the run keeps going with none), so batch and reconnect are set for
+    cameras that are not there yet."""
+    streams = [plan_stream(cfg, spec, info) for spec, info in zip(specs, infos, strict=True)]
     live = [s for s in streams if s.live]
     if cfg.batch:
         batch = cfg.batch
+    elif service and not streams:
+        batch = SERVICE_BATCH
     elif live:
         batch = max(1, min(FILE_BATCH, len(streams)))
     else:
         batch = FILE_BATCH
     if cfg.batch_timeout_ms is not None:
         timeout = cfg.batch_timeout_ms / 1000
-    elif live:
-        timeout = 0.0 if batch == 1 else min(1.0 / max(s.target_fps for s in live), MAX_BATCH_TIMEOUT_S)
+    elif live or (service and not streams):
+        fastest = max([s.target_fps for s in live] or [cfg.target_fps or SERVICE_FPS])
+        timeout = 0.0 if batch == 1 else min(1.0 / fastest, MAX_BATCH_TIMEOUT_S)
     else:
         timeout = FILE_BATCH_TIMEOUT_S
-    stale = cfg.max_staleness_ms / 1000 if cfg.max_staleness_ms is not None else (LIVE_STALENESS_S if live else None)
-    reconnect_on = cfg.reconnect == "on" or (cfg.reconnect == "auto" and len(streams) > 1)
+    stale = cfg.max_staleness_ms / 1000 if cfg.max_staleness_ms is not None else (
+        LIVE_STALENESS_S if live or service else None)
+    reconnect_on = cfg.reconnect == "on" or (cfg.reconnect == "auto" and (len(streams) > 1 or service))
     return RunPlan(streams, Batching(batch, timeout, stale), Reconnect(reconnect_on, cfg.max_reconnects),
                    model_threads(cfg, batch, cores))
 
 
-def _stream(cfg: Config, spec: StreamSpec, info: SourceInfo) -> StreamPlan:
+def plan_stream(cfg: Config, spec: StreamSpec, info: SourceInfo) -> StreamPlan:
     policy = cfg.drop_policy if cfg.drop_policy != "auto" else ("latest" if info.live or cfg.pace else "block")
     live = policy == "latest"
     # An image folder's nominal 1 fps is a slideshow rate for the output video, not a target.

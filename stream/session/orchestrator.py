@@ -16,12 +16,12 @@ EXIT_INCOMPLETE = 4
 
 def run_streams(cfg: Config, process_start: float, interrupts=None) -> int:
     from stream.backends import backend_class
-    from stream.sinks import WindowSink, check_writable
-    from stream.streams import StreamSpec, output_path, stream_specs
+    from stream.media.streams import StreamSpec, output_path, stream_specs
+    from stream.outputs.sinks import WindowSink, check_writable
 
     specs = stream_specs(list(cfg.source), cfg.sources)
     if not specs:
-        from stream.sample import sample_clip
+        from stream.media.sample import sample_clip
 
         uri = str(sample_clip(cfg.cache_dir))
         print(f"no --source given: using the sample clip {uri}")
@@ -57,8 +57,8 @@ def run_streams(cfg: Config, process_start: float, interrupts=None) -> int:
 
 
 def _check_codec(cfg: Config, specs) -> None:
-    from stream.streams import output_path
-    from stream.video_writer import choose_codec
+    from stream.media.streams import output_path
+    from stream.outputs.video_writer import choose_codec
 
     for spec in specs:
         path = output_path(cfg.output, spec.name, len(specs), "--output")
@@ -85,8 +85,8 @@ def _serve(cfg: Config, specs):
 
 
 def _open(uri: str):
-    from stream.capture import READ_TIMEOUT_S
-    from stream.sources import open_source
+    from stream.media.sources import open_source
+    from stream.pipeline.capture import READ_TIMEOUT_S
 
     # A silent stream URL must give its read back within the stall limit, so it can be reconnected.
     return open_source(uri, read_timeout_ms=int(READ_TIMEOUT_S * 1000))
@@ -95,14 +95,14 @@ def _open(uri: str):
 def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: set, interrupts, server) -> int:
     from models.spec import ModelRequest
     from stream.backends.onnxruntime_backend import available_cores
-    from stream.dashboard import LiveDashboard, StatusPrinter
-    from stream.pipeline import Pipeline, StreamInput, execute
-    from stream.plan import plan_run
-    from stream.preprocess import make_preprocessor
-    from stream.render import Renderer
-    from stream.report import LoadTimes, build_report, summary, write_report
-    from stream.runinfo import RunInfo
-    from stream.sinks import Outputs, display_available, open_sinks
+    from stream.observe.dashboard import LiveDashboard, StatusPrinter
+    from stream.observe.report import LoadTimes, build_report, summary, write_report
+    from stream.observe.runinfo import RunInfo
+    from stream.outputs.sinks import Outputs, display_available, open_sinks
+    from stream.pipeline.preprocess import make_preprocessor
+    from stream.pipeline.render import Renderer
+    from stream.session.local import Pipeline, StreamInput, execute
+    from stream.session.plan import plan_run
 
     plan = plan_run(cfg, specs, [s.info for s in sources], available_cores())
     batch = plan.batching.size

@@ -19,18 +19,19 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from stream.backends import Backend
-from stream.capture import ENDED, FAILED, CaptureThread, Reconnect
 from stream.errors import StreamError, Terminated
-from stream.frames import Classified, EndOfStream
-from stream.inference import Batching, InferenceThread
 from stream.interrupts import END_SIGINT, END_SIGTERM, Interrupts
-from stream.mux import Lane, StreamEnd, StreamMux
-from stream.queues import FrameQueue, Stopped
-from stream.realtime import Target, combine
-from stream.render import Readout, Renderer
-from stream.sinks import Sink
-from stream.sources import Source
-from stream.stats import StatsCollector, StatsSnapshot, StreamRow
+from stream.media.sources import Source
+from stream.observe.realtime import Target, combine
+from stream.observe.stats import StatsCollector, StatsSnapshot, StreamRow
+from stream.outputs.sinks import Sink
+from stream.pipeline.capture import ENDED, FAILED, CaptureThread, Reconnect
+from stream.pipeline.frames import Classified, EndOfStream
+from stream.pipeline.inference import Batching, InferenceThread
+from stream.pipeline.mux import Lane, StreamEnd, StreamMux
+from stream.pipeline.queues import FrameQueue, Stopped
+from stream.pipeline.render import Readout, Renderer
+from stream.session.plan import StreamPlan
 
 JOIN_TIMEOUT_S = 10.0
 UI_EVERY_S = 0.25
@@ -40,22 +41,6 @@ class Ui(Protocol):
     def update(self, snap: StatsSnapshot) -> None: ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class StreamPlan:
-    """What the run decided for one stream (stream.plan)."""
-
-    name: str
-    live: bool  # keep the newest frames; judged on latency
-    buffer: int
-    target_fps: float
-    judge_latency: bool
-    total: int | None = None  # frames expected, for progress and ETA
-    max_frames: int | None = None
-    loop: bool = False
-    pace_fps: float | None = None
-    latency_budget_ms: float | None = None
 
 
 @dataclass
@@ -304,8 +289,8 @@ def run_pipeline(source: Source, backend: Backend, preprocessor, categories: lis
                  sinks: list[Sink], ui: Ui, opts: PipelineOptions) -> RunOutcome:
     """One stream, start to finish, planned as the CLI plans it; the outcome's stats are that stream's."""
     from stream.config import Config
-    from stream.plan import plan_run
-    from stream.streams import StreamSpec
+    from stream.media.streams import StreamSpec
+    from stream.session.plan import plan_run
 
     cfg = Config(queue_size=opts.queue_size, drop_policy=opts.drop_policy, batch=opts.batch,
                  max_frames=opts.max_frames, loop=opts.loop, target_fps=opts.target_fps, pace=opts.pace,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from stream.queues import Stopped
+from stream.pipeline.queues import Stopped
 
 
 class Worker(threading.Thread):

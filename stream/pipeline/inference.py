@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import cv2
 
 from stream.backends import Backend
-from stream.frames import Classified, Frame, Prediction, StageTimes
-from stream.mux import StreamEnd, StreamMux
-from stream.postprocess import top_k
-from stream.queues import FrameQueue, Stopped
-from stream.stats import StatsCollector
-from stream.worker import Worker
+from stream.observe.stats import StatsCollector
+from stream.pipeline.frames import Classified, Frame, Prediction, StageTimes
+from stream.pipeline.mux import StreamEnd, StreamMux
+from stream.pipeline.postprocess import top_k
+from stream.pipeline.queues import FrameQueue, Stopped
+from stream.pipeline.worker import Worker
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from stream.frames import Frame
-from stream.queues import Stopped
+from stream.pipeline.frames import Frame
+from stream.pipeline.queues import Stopped
 
 POLL_S = 0.05
 

@@ -18,15 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from stream.errors import StreamError, UserError
-from stream.mux import StreamMux
-from stream.sources import Source
-from stream.stats import StatsCollector
-from stream.worker import Worker
+from stream.media.sources import Source
+from stream.observe.stats import StatsCollector
+from stream.pipeline.mux import StreamMux
+from stream.pipeline.worker import Worker
 
 CONNECTING, RUNNING, RECONNECTING, STALLED, ENDED, FAILED = (
     "connecting", "running", "reconnecting", "stalled", "ended", "failed")
 HEALTHY_S = 60.0
-READ_TIMEOUT_S = 5.0  # a stream URL's read gives up after this (stream.run opens them so)
+READ_TIMEOUT_S = 5.0  # a stream URL's read gives up after this (stream.session.orchestrator opens them so)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stream.sources import SourceInfo
+from stream.media.sources import SourceInfo
 
 
 @dataclass(frozen=True)
