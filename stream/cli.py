@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 2 frame periods + the model's p95)")
     p.add_argument("--warmup", type=int, help=f"untimed warm-up iterations before the run (default {d.warmup})")
     p.add_argument("--status-every", type=float, help="seconds between plain status lines without a dashboard")
+    p.add_argument("--keep-running", action="store_true",
+                   help="stay up with no stream at all, until Ctrl-C or SIGTERM (a service waiting for cameras); "
+                        "without it the run ends when its last stream does")
     p.add_argument("--engine", choices=ENGINES,
                    help="local (default): threads in this process; ray: the classifier as Ray Serve replicas "
                         "batching every stream's frames, each stream an actor (see README, Scaling out)")
@@ -161,4 +164,8 @@ def run(args: dict, process_start: float, interrupts=None) -> int:
     cfg = merge(load_toml(config_path) if config_path else {}, args)
     from stream.session.orchestrator import run_streams
 
+    if cfg.engine == "ray":
+        from stream.cluster.engine import launch_on_ray
+
+        return run_streams(cfg, process_start, interrupts, launch_on_ray)
     return run_streams(cfg, process_start, interrupts)

@@ -64,6 +64,7 @@ class Config:
     replicas: int = 1  # classifier replicas (--engine ray)
     replica_cpus: float = 1.0  # CPUs Ray reserves for each replica
     replica_gpus: float = 0.0  # GPUs for each replica (1 for TensorRT/CUDA)
+    keep_running: bool = False  # a service: up with no stream at all, until SIGINT/SIGTERM; streams join and leave
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(Config)}

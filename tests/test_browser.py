@@ -10,7 +10,6 @@ import pytest
 
 from stream.media.sample import pan_zoom, photo
 from stream.outputs.sinks import VideoFileSink
-from stream.session.local import execute
 from stream.web.address import parse_serve
 from stream.web.server import PreviewServer
 from tests.browser import MISSING, open_chromium
@@ -41,8 +40,8 @@ def test_the_page_shows_every_stream_live_with_changing_stats(browser):
     server = PreviewServer(parse_serve("127.0.0.1:0"), ["chelsea", "coffee"])
     server.start()
     sources = [PhotoSource("chelsea", 600, fps=20), PhotoSource("coffee", 600, fps=20)]
-    pipeline = pipeline_for(server, sources)
-    run = threading.Thread(target=execute, args=(pipeline,))
+    session = pipeline_for(server, sources)
+    run = threading.Thread(target=session.run)
     run.start()
     try:
         browser.get(server.url)
@@ -61,7 +60,7 @@ def test_the_page_shows_every_stream_live_with_changing_stats(browser):
         assert "running" in second_text and "e2e p95" in second_text
         assert tiles[1].find_elements("css selector", ".top li")
     finally:
-        pipeline.stop_event.set()
+        session.engine.stop_event.set()
         run.join(30)
         server.stop()
 

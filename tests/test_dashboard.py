@@ -62,17 +62,13 @@ def test_status_line_carries_progress_and_rates():
 
 
 def test_a_multi_stream_dashboard_has_a_row_per_stream_and_the_totals():
-    from stream.observe.stats import StreamRow
+    from stream.observe.stats import SnapshotRow
 
-    rows = [StreamRow("door", "running", snapshot(fps_10s=Rates(30.0, 29.9, 29.8)), {"full": 3, "stale": 1}, 0, 0,
-                      0.02),
-            StreamRow("yard", "reconnecting", snapshot(fps_10s=Rates(0.0, 0.0, 0.0), top=[]), {"full": 0, "stale": 0},
-                      2, 1, 7.5)]
-    multi = info()
-    multi = RunInfo(*[getattr(multi, f) for f in ("source", "model", "weights", "random_weights", "backend", "device",
-                                                  "precision", "batch", "drop_policy")],
-                    streams=(("door", multi.source, "latest"), ("yard", multi.source, "latest")))
-    text = render(build_dashboard(snapshot().with_streams(rows), multi))
+    rows = [SnapshotRow("door", "running", snapshot(fps_10s=Rates(30.0, 29.9, 29.8)), {"full": 3, "stale": 1}, 0, 0,
+                        0.02, "latest"),
+            SnapshotRow("yard", "reconnecting", snapshot(fps_10s=Rates(0.0, 0.0, 0.0), top=[]), {"full": 0, "stale": 0},
+                        2, 1, 7.5, "latest")]
+    text = render(build_dashboard(snapshot().with_streams(rows), info()))
     for expected in ["2 streams", "door", "yard", "running", "reconnecting", "29.8", "3/1", "2 (1 stalls)",
                      "7.5 s ago", "door (latest), yard (latest)", "end to end"]:
         assert expected in text, expected

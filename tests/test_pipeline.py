@@ -11,9 +11,8 @@ from stream.media.sources import SourceInfo
 from stream.outputs.sinks import VideoFileSink
 from stream.pipeline.frames import Frame
 from stream.pipeline.preprocess import Preprocessor
-from stream.pipeline.render import Renderer
-from stream.session.local import PipelineOptions, run_pipeline
 from tests.conftest import read_all_frames
+from tests.sessions import add, local_session, run_one
 
 SPEC = PreprocessSpec(64, 56, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CATEGORIES = [f"value{i}" for i in range(256)]
@@ -42,6 +41,9 @@ class GraySource:
 
     def discard_backlog(self):
         return 0
+
+    def decode_check(self, frames_read):
+        return None
 
     def close(self):
         pass
@@ -84,6 +86,9 @@ class RecordingSink:
         self.items.append(item)
         return True
 
+    def summary(self):
+        return None
+
     def close(self):
         self.closed = True
 
@@ -100,8 +105,7 @@ class NullUi:
 
 
 def run(source, backend, sinks, **opts):
-    return run_pipeline(source, backend, Preprocessor(SPEC), CATEGORIES, Renderer(False), sinks, NullUi(),
-                        PipelineOptions(**opts))
+    return run_one(source, backend, Preprocessor(SPEC), CATEGORIES, sinks, NullUi(), **opts)
 
 
 @pytest.mark.parametrize("batch", [1, 4])
@@ -184,15 +188,16 @@ def test_failing_sink_stops_the_run_and_the_other_sinks_are_still_finalised(tmp_
 
 def test_a_stream_that_ended_keeps_its_own_rates_while_the_others_run_on():
     from stream.pipeline.inference import Batching
-    from stream.session.local import Pipeline, StreamInput, StreamPlan, execute
+    from stream.session.plan import StreamPlan
 
     plans = [StreamPlan(name, False, 4, 30.0, False, n) for name, n in (("short", 20), ("long", 60))]
     sources = [GraySource(20), GraySource(60, delay_s=0.05)]  # the long one runs about 2.5 s after the short
-    pipeline = Pipeline([StreamInput(p, s, [RecordingSink()]) for p, s in zip(plans, sources, strict=True)],
-                        GrayBackend(), Preprocessor(SPEC), CATEGORIES, Renderer(False), NullUi(), Batching(4, 0.01))
-    outcome = execute(pipeline)
+    session = local_session(GrayBackend(), Preprocessor(SPEC), CATEGORIES, Batching(4, 0.01), NullUi())
+    for plan, source in zip(plans, sources, strict=True):
+        add(session, plan, source, [RecordingSink()], uri=plan.name)
+    outcome = session.run()
     assert [s.frames_read for s in outcome.streams] == [20, 60]
-    short = pipeline.snapshot().streams[0]
+    short = session.snapshot().streams[0]
     assert short.state == "ended"
     # Shown as it was at its end: its 10 s window is not diluted by the long stream's extra seconds.
     assert short.snap.fps_10s.pipeline == pytest.approx(short.snap.fps_total.pipeline, rel=0.25)

@@ -44,7 +44,7 @@ def views():
 
 def test_mp4_defaults_to_h264_yuv420p_index_first_every_frame_faithful(tmp_path, views):
     path = tmp_path / "out.mp4"
-    assert write(path, "auto", views).summary()["codec"] == "h264"
+    assert write(path, "auto", views).summary().codec == "h264"
     codec, pix_fmt, images = decoded(path)
     assert (codec, pix_fmt, len(images)) == ("h264", "yuv420p", len(views))
     data = path.read_bytes()

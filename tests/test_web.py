@@ -21,16 +21,17 @@ from stream.backends import LoadRecord
 from stream.errors import UserError
 from stream.media.sample import pan_zoom, photo
 from stream.media.sources import SourceInfo
-from stream.observe.report import LoadTimes, build_report
 from stream.observe.runinfo import RunInfo
 from stream.pipeline.frames import Frame
 from stream.pipeline.inference import Batching
 from stream.pipeline.preprocess import Preprocessor
-from stream.pipeline.render import Renderer
-from stream.session.local import Pipeline, StreamInput, StreamPlan, execute
+from stream.session.plan import StreamPlan
+from stream.session.report import LoadTimes, build_report
+from stream.session.session import Session
 from stream.web import server as web_server
 from stream.web.address import exposure_warning, parse_serve
 from stream.web.server import PreviewServer
+from tests.sessions import add, local_session
 from tests.test_pipeline import CATEGORIES, SPEC, GrayBackend
 
 
@@ -80,11 +81,11 @@ class Publisher:
         pass
 
 
-def pipeline_for(server: PreviewServer, sources: list[PhotoSource]) -> Pipeline:
-    inputs = [StreamInput(StreamPlan(s.info.uri, False, 4, 30.0, False, s.count), s, [server.frames[s.info.uri]])
-              for s in sources]
-    return Pipeline(inputs, GrayBackend(), Preprocessor(SPEC), CATEGORIES, Renderer(False), Publisher(server),
-                    Batching(2, 0.02, None))
+def pipeline_for(server: PreviewServer, sources: list[PhotoSource]) -> Session:
+    session = local_session(GrayBackend(), Preprocessor(SPEC), CATEGORIES, Batching(2, 0.02, None), Publisher(server))
+    for s in sources:
+        add(session, StreamPlan(s.info.uri, False, 4, 30.0, False, s.count), s, [server.add_stream(s.info.uri)])
+    return session
 
 
 @pytest.fixture
@@ -136,12 +137,9 @@ def metrics(url: str) -> dict[tuple[str, tuple], float]:
 def test_status_and_metrics_at_the_end_equal_the_run_report(server):
     srv = server(["chelsea", "coffee"])
     sources = [PhotoSource("chelsea", 40), PhotoSource("coffee", 30)]
-    pipeline = pipeline_for(srv, sources)
-    outcome = execute(pipeline)
-    info = RunInfo(sources[0].info, "gray", "none", False, "fake", "cpu", "fp32", 2, "block",
-                   streams=tuple((s.info.uri, s.info, "block") for s in sources))
-    report = build_report(info, outcome, LoadTimes(LoadRecord(0.0, None, "not used"), 0.0, 0.0), [None, None],
-                          0.0, None)
+    outcome = pipeline_for(srv, sources).run()
+    info = RunInfo(sources[0].info, "gray", "none", False, "fake", "cpu", "fp32", 2, "block")
+    report = build_report(info, outcome, LoadTimes(LoadRecord(0.0, None, "not used"), 0.0, 0.0), 0.0, None)
     m = metrics(srv.url)
     status, body = get(srv.url + "api/status")
     doc = json.loads(body)
@@ -270,7 +268,7 @@ def test_slow_and_never_reading_viewers_do_not_hold_the_pipeline_or_memory(serve
     srv = server(["chelsea"])
 
     def run_fps() -> float:
-        outcome = execute(pipeline_for(srv, [PhotoSource("chelsea", 90, fps=30, size=(1280, 720))]))
+        outcome = pipeline_for(srv, [PhotoSource("chelsea", 90, fps=30, size=(1280, 720))]).run()
         return outcome.stats.snapshot(outcome.stats.last_rendered_at).fps_total.pipeline
 
     alone = run_fps()

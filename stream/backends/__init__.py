@@ -146,6 +146,12 @@ def capabilities(name: str) -> Capabilities:
     return _CAPABILITIES[name]
 
 
+def available_cores() -> int:
+    from stream.backends.onnxruntime_backend import available_cores as cores
+
+    return cores()
+
+
 def runs(backend: str, precision: str) -> bool:
     """Whether `backend` offers `precision` at all (int8 needs a calibrated Q/DQ model)."""
     return precision != "int8" or backend in INT8_BACKENDS

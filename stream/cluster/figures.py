@@ -15,10 +15,11 @@ def _batches(frames: int, size: int) -> float:
     return int(count) if count.is_integer() else round(count, 2)
 
 
-def ray_section(cluster, specs, states, starts: list[tuple[str, str]], stream_starts: dict[str, int],
+def ray_section(cluster, tracks, starts: list[tuple[str, str]], stream_starts: dict[str, int],
                 replicas: int) -> dict:
+    """`tracks`: the driver's stream.cluster.engine.ActorTrack of every stream."""
     tally = BatchTally()
-    for state in states:
+    for state in tracks:
         tally.merge(state.tally)
     by_replica: dict[str, dict] = {}
     sizes: Counter = Counter()
@@ -38,12 +39,12 @@ def ray_section(cluster, specs, states, starts: list[tuple[str, str]], stream_st
     for row in by_replica.values():
         nodes[row["node"]]["frames_classified"] += row["frames"]
     streams = []
-    for spec, state in zip(specs, states, strict=True):
+    for state in tracks:
         last = state.last
         if last is not None:
-            nodes[last.node]["streams"].append(spec.name)
-        streams.append({"name": spec.name, "node": last.node if last else None,
-                        "actor_restarts": max(stream_starts.get(spec.name, 1) - 1, 0),
+            nodes[last.node]["streams"].append(state.name)
+        streams.append({"name": state.name, "node": last.node if last else None,
+                        "actor_restarts": max(stream_starts.get(state.name, 1) - 1, 0),
                         "retried_requests": state.total("retried")})
     return {
         "address": cluster.address,

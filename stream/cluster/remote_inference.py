@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -23,8 +24,8 @@ import ray
 from models.spec import PreprocessSpec
 from stream.cluster.wire import BatchTally, ModelInput, Reply
 from stream.observe.stats import StatsCollector
-from stream.pipeline.frames import Classified, EndOfStream, Frame, Prediction, StageTimes
-from stream.pipeline.inference import Batching, InferenceThread
+from stream.pipeline.frames import Classified, EndOfStream, Frame, StageTimes
+from stream.pipeline.inference import Batching, BatchStage
 from stream.pipeline.mux import StreamEnd, StreamMux
 from stream.pipeline.postprocess import top_k
 from stream.pipeline.preprocess import FastPreprocessor, Preprocessor
@@ -61,13 +62,13 @@ class InFlight:
     response: object  # ray.serve.handle.DeploymentResponse
 
 
-class RemoteInference(InferenceThread):
+class RemoteInference(BatchStage):
     def __init__(self, mux: StreamMux, outbox: FrameQueue, crop: Uint8Crop, handle, stream_name: str,
-                 categories: list[str], stats: list[StatsCollector], totals: StatsCollector, stop: threading.Event,
-                 batching: Batching, in_flight: int, chunk: int = 1, top: int = 5) -> None:
-        super().__init__(mux, outbox, crop, None, categories, stats, totals, stop, batching, top)
-        self.handle, self.stream_name, self.chunk = handle, stream_name, chunk
-        self.in_flight: FrameQueue = FrameQueue(in_flight, "block", stop)
+                 categories: list[str], stats: Mapping[int, StatsCollector], totals: StatsCollector,
+                 stop: threading.Event, batching: Batching, in_flight: int, chunk: int = 1, top: int = 5) -> None:
+        super().__init__("requests", mux, outbox, categories, stats, totals, stop, batching, top)
+        self.crop, self.handle, self.stream_name, self.chunk = crop, handle, stream_name, chunk
+        self.in_flight: FrameQueue = FrameQueue(in_flight, stop)
         self.tally = BatchTally()
         self.tally_lock = threading.Lock()
         self.retried = 0
@@ -100,10 +101,10 @@ class RemoteInference(InferenceThread):
                 self.undelivered.extend(self.classified(self._held))
 
     def _send(self, frames: list[Frame]) -> None:
-        pixels, crop_ms = np.empty((len(frames), 3, self.preprocess.crop, self.preprocess.crop), np.uint8), []
+        pixels, crop_ms = np.empty((len(frames), 3, self.crop.crop, self.crop.crop), np.uint8), []
         for i, frame in enumerate(frames):
             t0 = time.perf_counter()
-            pixels[i] = self.preprocess(frame.image)
+            pixels[i] = self.crop(frame.image)
             crop_ms.append((time.perf_counter() - t0) * 1000)
         self._held = InFlight(frames, pixels, crop_ms, self._request(pixels))
         self.in_flight.put(self._held)
@@ -131,19 +132,26 @@ class RemoteInference(InferenceThread):
         done = time.perf_counter()
         with self.tally_lock:
             self.tally.add(reply)
-        results = []
-        for frame, top, crop_ms in zip(item.frames, tops, item.crop_ms, strict=True):
-            times = StageTimes(crop_ms, reply.model_ms, (done - t0) * 1000, reply.batch_size)
-            prediction = Prediction(frame.index, top, times, done)
-            self.stats[frame.stream].inferred(prediction)
-            self.totals.inferred(prediction)
-            results.append(Classified(frame, prediction))
-        return results
+        post_ms = (done - t0) * 1000
+        times = [StageTimes(crop_ms, reply.model_ms, post_ms, reply.batch_size) for crop_ms in item.crop_ms]
+        return self.predictions(item.frames, tops, times, done)
 
     def drain_tally(self) -> BatchTally:
         with self.tally_lock:
             tally, self.tally = self.tally, BatchTally()
         return tally
+
+
+def remote_inference(crop: Uint8Crop, handle, stream_name: str, categories: list[str], batching: Batching,
+                     in_flight: int, chunk: int):
+    """The stage factory of a stream actor's local engine: its model is the Serve deployment."""
+
+    def make(mux: StreamMux, outbox: FrameQueue, stats: Mapping[int, StatsCollector], totals: StatsCollector,
+             stop: threading.Event) -> RemoteInference:
+        return RemoteInference(mux, outbox, crop, handle, stream_name, categories, stats, totals, stop, batching,
+                               in_flight, chunk)
+
+    return make
 
 
 class _Receiver(Worker):
@@ -162,13 +170,7 @@ class _Receiver(Worker):
                 if isinstance(item, StreamEnd):
                     owner.outbox.put(item)
                     continue
-                results = owner.classified(item)
-                for i, result in enumerate(results):
-                    try:
-                        owner.outbox.put(result)
-                    except Stopped:
-                        owner.undelivered.extend(results[i:])
-                        raise
+                owner.deliver(owner.classified(item))
         except Stopped:
             # Stopped: requests already sent are still answered and reach the sinks (the pipeline drains
             # `undelivered`), as a local batch in progress is finished.

@@ -1,4 +1,4 @@
-"""Each stream as a Ray actor: the local engine's pipeline for one stream, next to its source.
+"""Each stream as a Ray actor: the local engine for one stream, next to its source.
 
 Capture, the stream's buffer (live/file policies, staleness), reconnects and stall handling, render
 and sinks are the local engine's own (stream.session.local); only its inference stage is replaced, by
@@ -24,14 +24,19 @@ from ray import serve
 from stream.cluster.deployment import DEPLOYMENT
 from stream.cluster.ledger import ledger
 from stream.cluster.recording import RecordingCollector
-from stream.cluster.remote_inference import RemoteInference, Uint8Crop
-from stream.cluster.wire import BatchTally, ModelCard, StreamPoll, StreamResult, StreamStatus
+from stream.cluster.remote_inference import Uint8Crop, remote_inference
+from stream.cluster.wire import ActorPoll, ActorResult, ActorStatus, BatchTally, ModelCard
+from stream.media.streams import StreamSpec
+from stream.observe.realtime import Target
 from stream.observe.stats import StatsCollector
-from stream.outputs.sinks import Outputs, open_sinks
+from stream.outputs.kinds import Outputs
 from stream.pipeline.capture import Reconnect
 from stream.pipeline.inference import Batching
 from stream.pipeline.render import Renderer
-from stream.session.local import Pipeline, StreamInput, StreamPlan
+from stream.session.launch import open_stream
+from stream.session.local import LocalEngine
+from stream.session.plan import StreamPlan
+from stream.session.records import NO_DROPS, StreamSlot
 
 
 @dataclass(frozen=True)
@@ -52,39 +57,6 @@ class StreamJob:
     ledger: str
 
 
-class _NoDevice:
-    """The pipeline's collectors ask the backend for accelerator memory; the model is elsewhere."""
-
-    @staticmethod
-    def device_peak_mb() -> None:
-        return None
-
-
-class _NoUi:
-    def update(self, snap) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class StreamPipeline(Pipeline):
-    """One stream's local pipeline whose collectors record for the driver and whose model is remote."""
-
-    def __init__(self, job: StreamJob, stream: StreamInput, handle) -> None:
-        categories = list(job.card.model.categories)
-        super().__init__([stream], _NoDevice(), None, categories, Renderer(job.card.model.random_weights), _NoUi(),
-                         job.batching, job.reconnect)
-        self.inference = RemoteInference(self.mux, self.results, Uint8Crop(job.card.model.preprocess, job.resize),
-                                         handle, job.name, categories, self.stats, self.totals, self.stop_event,
-                                         job.batching, job.in_flight, job.chunk)
-
-    def _collector(self, i: int, plan: StreamPlan, backend, batch: int) -> StatsCollector:
-        base = super()._collector(i, plan, backend, batch)
-        return RecordingCollector(base._queue_fill, base._queue_size, base._dropped, base._device_mb,
-                                  base.total_frames, base.target)
-
-
 def restart_path(path: str | None, incarnation: int) -> str | None:
     if path is None or incarnation == 0:
         return path
@@ -98,7 +70,7 @@ class StreamActor:
         self.job = job
         self.incarnation = ray.get(ledger(job.ledger).stream_started.remote(job.name))
         self.node = ray.get_runtime_context().get_node_id()
-        self.pipeline: StreamPipeline | None = None
+        self.engine: LocalEngine | None = None
         self._stop_reason: str | None = None
         self._lock = threading.Lock()
 
@@ -108,54 +80,62 @@ class StreamActor:
     def stop(self, reason: str) -> None:
         self._stop_reason = reason
 
-    def run(self) -> StreamResult:
-        from stream.session.orchestrator import _open
-
+    def run(self) -> ActorResult:
         job = self.job
-        source = _open(job.uri)
-        reopen = (lambda: _open(job.uri)) if source.info.live else None
-        outputs = Outputs(restart_path(job.video, self.incarnation), restart_path(job.predictions, self.incarnation),
-                          False, job.codec)
+        source = open_stream(job.uri)
+        plan = job.plan
+        stats = RecordingCollector(lambda: self._engine_fill(), plan.buffer, lambda: self._engine_dropped(),
+                                   lambda: None, plan.total,
+                                   Target(plan.target_fps, plan.judge_latency, job.batching.size,
+                                          plan.latency_budget_ms))
+        outputs = Outputs({"output": restart_path(job.video, self.incarnation),
+                           "predictions": restart_path(job.predictions, self.incarnation)}, job.codec)
+        categories = list(job.card.model.categories)
+        handle = serve.get_deployment_handle(DEPLOYMENT, app_name=job.app)
+        stage = remote_inference(Uint8Crop(job.card.model.preprocess, job.resize), handle, job.name, categories,
+                                 job.batching, job.in_flight, job.chunk)
+        engine = LocalEngine(stage, Renderer(job.card.model.random_weights), job.batching, StatsCollector(),
+                             job.reconnect, outputs, open_stream if source.info.live else None)
+        slot = StreamSlot(0, StreamSpec(job.uri, job.name), source.info, plan, stats, source)
         try:
-            sinks = open_sinks(outputs, [job.name], [source.info])[0]
-            handle = serve.get_deployment_handle(DEPLOYMENT, app_name=job.app)
-            with self._lock:
-                self.pipeline = StreamPipeline(job, StreamInput(job.plan, source, sinks, reopen), handle)
-            outcome = self._execute(self.pipeline)
-            stream = outcome.streams[0]
-            check = stream.source.decode_check(stream.frames_read) if outcome.status == "completed" else None
-        finally:
-            capture = self.pipeline.captures[0] if self.pipeline else None
-            if capture is None or not capture.is_alive():  # a capture thread that missed its join may still read
-                source.close()
-                if capture is not None and capture.source is not source:
-                    capture.source.close()  # the one it reconnected to
-        return StreamResult(self.poll(), outcome.end_reason, outcome.error, [s.summary() for s in sinks],
-                            check, outcome.warnings)
-
-    def _execute(self, pipeline: StreamPipeline):
-        status, end_reason, error = "completed", "end of input", None
-        pipeline.start()
+            engine.add(slot)
+        except BaseException:
+            source.close()
+            raise
+        with self._lock:
+            self.engine = engine
+        reason, error = "end of input", None
+        engine.start()
         try:
-            end_reason = pipeline.run(lambda: self._stop_reason)
-            if self._stop_reason:
-                status = "interrupted"
+            while not self._stop_reason and not (reason := engine.step(0.1)):
+                pass
+            reason = self._stop_reason or reason
         except Exception as exc:  # noqa: BLE001 - the render loop's own failure, reported like a stage's
             error = exc
-        return pipeline.finish(status, end_reason, error)
+        result = engine.finish(drain=error is None, reason=reason)
+        stream = result.streams[0]
+        error = result.failure or error or result.close_error or stream.error
+        end_reason = f"{type(error).__name__}: {error}" if error is not None else reason
+        return ActorResult(self.poll(), end_reason, error, stream.sinks, stream.decode,
+                           result.warnings + stream.warnings)
 
-    def poll(self) -> StreamPoll:
+    def _engine_fill(self) -> int:
+        return self.engine.mux.fill(0) if self.engine else 0
+
+    def _engine_dropped(self) -> int:
+        return self.engine.mux.dropped(0) if self.engine else 0
+
+    def poll(self) -> ActorPoll:
         now = time.perf_counter()
         with self._lock:
-            pipeline = self.pipeline
-        if pipeline is None:
-            status = StreamStatus(self.incarnation, self.node, "connecting", None, now, 0, 0, 0, 0, 0,
-                                  {"full": 0, "stale": 0, "at_stop": 0}, 0, None, 0)
-            return StreamPoll(status, [], BatchTally())
-        capture, stats, inference = pipeline.captures[0], pipeline.stats[0], pipeline.inference
-        age = None if capture.last_frame_at is None else now - capture.last_frame_at
-        status = StreamStatus(self.incarnation, self.node, capture.status(now), stats.started_at, now,
-                              capture.frames_read, capture.stale_discarded, capture.reconnects, capture.stalls,
-                              capture.backlog_skipped, pipeline.mux.drops(0), pipeline.mux.fill(0), age,
-                              inference.retried)
-        return StreamPoll(status, stats.drain(), inference.drain_tally())
+            engine = self.engine
+        if engine is None:
+            status = ActorStatus(self.incarnation, self.node, "connecting", None, now, 0, 0, 0, 0, 0,
+                                 dict(NO_DROPS), 0, None, 0)
+            return ActorPoll(status, [], BatchTally())
+        live, stream = engine.live(0, now), engine.streams[0]
+        capture, stats = stream.capture, stream.slot.stats
+        status = ActorStatus(self.incarnation, self.node, live.state, stats.started_at, now, capture.frames_read,
+                             capture.stale_discarded, live.reconnects, live.stalls, capture.backlog_skipped,
+                             live.drops, live.queue_fill, live.last_frame_age_s, engine.stage.retried)
+        return ActorPoll(status, stats.drain(), engine.stage.drain_tally())

@@ -94,7 +94,7 @@ Event = Captured | Inferred | Rendered
 
 
 @dataclass(frozen=True)
-class StreamStatus:
+class ActorStatus:
     """A stream's live figures, as its actor sees them (its clock: time.perf_counter())."""
 
     incarnation: int  # 0, then 1, 2 ... after each restart of its actor
@@ -114,21 +114,21 @@ class StreamStatus:
 
 
 @dataclass(frozen=True)
-class StreamPoll:
+class ActorPoll:
     """What the driver collects a few times a second: the status and what happened since the last poll."""
 
-    status: StreamStatus
+    status: ActorStatus
     events: list[Event]
     tally: BatchTally
 
 
 @dataclass(frozen=True)
-class StreamResult:
+class ActorResult:
     """A stream actor's run, once it has ended: its last poll and what only the end knows."""
 
-    poll: StreamPoll
+    poll: ActorPoll
     end_reason: str
     error: BaseException | None  # what ended it, if it failed (a UserError keeps its exit code)
-    sinks: list[dict]  # each sink's summary (kind, path, written)
+    sinks: list  # each sink's typed summary (stream.outputs.sinks)
     decode: DecodeCheck | None  # a file's decode check at its end (stream.media.truncation)
     warnings: list[str] = field(default_factory=list)

@@ -163,7 +163,7 @@ def _finish(report: dict, out: Path, markdown, charts, status: str) -> None:
 
 
 def _write(report: dict, out: Path, markdown) -> None:
-    from stream.observe.report import json_safe
+    from stream.session.report import json_safe
 
     texts = {"report.json": json.dumps(json_safe(report), indent=1) + "\n", "report.md": markdown(report)}
     for name, text in texts.items():

@@ -10,9 +10,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from stream.observe.runinfo import RunInfo
+from stream.observe.runinfo import RANDOM_WARNING, RunInfo
 from stream.observe.stats import StatsSnapshot
-from stream.pipeline.render import RANDOM_WARNING
 
 VERDICT_STYLE = {"real-time": "bold green", "not real-time": "bold red", "undecided": "yellow"}
 
@@ -30,10 +29,12 @@ def _eta(seconds: float | None) -> str:
 
 def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
     header = Table.grid(padding=(0, 2))
-    if len(info.streams) > 1:
-        header.add_row("sources", ", ".join(f"{name} ({policy})" for name, _, policy in info.streams))
-    else:
+    if len(snap.streams) > 1:
+        header.add_row("sources", ", ".join(f"{row.name} ({row.policy})" for row in snap.streams))
+    elif info.source is not None:
         header.add_row("source", f"{info.source.uri} ({info.source.kind}, {info.drop_policy})")
+    else:
+        header.add_row("source", "none yet: waiting for streams to join")
     header.add_row("model", f"{info.model}  weights: {info.weights}")
     header.add_row("backend", f"{info.backend} on {info.device}, {info.precision}, batch {info.batch}")
     resize = "faithful to the weights" if info.resize == "faithful" else "FAST (no antialiasing: labels may differ)"

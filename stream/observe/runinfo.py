@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from stream.media.sources import SourceInfo
 
+RANDOM_WARNING = "RANDOM WEIGHTS - labels are meaningless"  # on every frame and the dashboard
+
 
 @dataclass(frozen=True)
 class RunInfo:
-    source: SourceInfo
+    source: SourceInfo | None  # the first stream's; None for a run that starts with none (a service)
     model: str
     weights: str
     random_weights: bool
@@ -20,5 +22,4 @@ class RunInfo:
     drop_policy: str
     resize: str = "faithful"  # preprocessing: "faithful" to the weights' transform, or "fast"
     interpolation: str = "bilinear"  # the weights' resize filter
-    # Every stream as (name, source, drop policy); empty means the one `source` above.
-    streams: tuple[tuple[str, SourceInfo, str], ...] = ()
+    engine: str = "local"  # local | ray

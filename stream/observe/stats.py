@@ -60,8 +60,8 @@ class Rates:
 
 
 @dataclass(frozen=True)
-class StreamRow:
-    """One stream of a multi-stream run, as the dashboard and report show it."""
+class SnapshotRow:
+    """One stream's line in a live snapshot, as the dashboard, /api/status and /metrics show it."""
 
     name: str
     state: str
@@ -70,6 +70,7 @@ class StreamRow:
     reconnects: int
     stalls: int
     last_frame_age_s: float | None
+    policy: str = "block"  # its buffer: latest (live) or block (lossless)
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,10 @@ class StatsSnapshot:
     total_frames: int | None = None
     eta_s: float | None = None
     verdict: Verdict | None = None
-    streams: list[StreamRow] = field(default_factory=list)
+    streams: list[SnapshotRow] = field(default_factory=list)
     histograms: dict[str, Buckets] = field(default_factory=dict)  # every sample of the run, per stage
 
-    def with_streams(self, rows: list[StreamRow]) -> StatsSnapshot:
+    def with_streams(self, rows: list[SnapshotRow]) -> StatsSnapshot:
         return replace(self, streams=rows)
 
 
@@ -146,6 +147,11 @@ class StatsCollector:
 
     def start(self, now: float | None = None) -> None:
         self.started_at = time.perf_counter() if now is None else now
+
+    def retarget(self, queue_size: int, total_frames: int | None, target: Target) -> None:
+        """The run's totals when streams join or leave: capacity, expected frames and the fastest stream's target."""
+        with self._lock:
+            self._queue_size, self.total_frames, self.target = queue_size, total_frames, target
 
     def _event(self, stage: str, at: float) -> None:
         stamps = self._stamps[stage]

@@ -1,13 +1,14 @@
-"""Where annotated frames go: a video file, a window, a predictions log.
+"""The sinks annotated frames go to: a video file, a window, a predictions log (stream.outputs.kinds opens them).
 
-Each sink finalises its file in close(), which the pipeline calls from a `finally`, so Ctrl-C,
-SIGTERM or a failing thread still leave a playable video and a flushed log.
+Each sink finalises its file in close(), which the engine calls when its stream ends or leaves, and from a
+`finally`, so Ctrl-C, SIGTERM or a failing thread still leave a playable video and a flushed log.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,6 @@ import cv2
 import numpy as np
 
 from stream.errors import UserError
-from stream.media.streams import output_path
 from stream.outputs.video_writer import choose_codec, even_size, open_encoder
 from stream.pipeline.frames import Classified
 
@@ -27,47 +27,29 @@ class Sink(Protocol):
         """False asks the pipeline to stop (a closed window)."""
         ...
 
-    def summary(self) -> dict:
-        """What the report says of it: kind, path, frames written."""
+    def summary(self) -> object:
+        """What the report says of it: a typed record (VideoSummary, LogSummary, ...)."""
         ...
 
     def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
-class Outputs:
-    """Where a run writes, as the user gave it; `{stream}` in a path makes one file per stream."""
-
-    video: str | None = None
-    predictions: str | None = None
-    window: bool = False
-    codec: str = "auto"  # stream.outputs.video_writer: h264 for .mp4 when PyAV has libx264, else mp4v; mjpg for .avi
+class VideoSummary:
+    path: str
+    written: int
+    codec: str
 
 
-def open_sinks(outputs: Outputs, names: list[str], infos: list, shared: dict | None = None) -> list[list[Sink]]:
-    """Every stream's sinks, opened in one place; a predictions path without `{stream}` is one log for all
-    streams (each line says which). Anything opened is closed again if a later one fails."""
-    opened: dict[str, Sink] = {}
-    per_stream: list[list[Sink]] = []
-    try:
-        for name, info in zip(names, infos, strict=True):
-            sinks: list[Sink] = []
-            per_stream.append(sinks)  # before opening, so a failure below closes what did open
-            video = output_path(outputs.video, name, len(names), "--output")
-            if video:
-                sinks.append(VideoFileSink(video, info.fps or 30.0, info.width, info.height, outputs.codec))
-            log = output_path(outputs.predictions, name, len(names), "--predictions")
-            if log:
-                if log not in opened:
-                    opened[log] = PredictionsLog(log, names)
-                sinks.append(opened[log])
-            if outputs.window:
-                sinks.append(WindowSink(f"{name} (q to quit)" if len(names) > 1 else WindowSink.TITLE))
-    except BaseException:
-        for sink in dict.fromkeys([*(s for sinks in per_stream for s in sinks), *opened.values()]):
-            sink.close()
-        raise
-    return per_stream
+@dataclass(frozen=True)
+class LogSummary:
+    path: str
+    written: int  # lines this stream wrote (a log shared by several streams counts each stream's own)
+
+
+@dataclass(frozen=True)
+class WindowSummary:
+    title: str
 
 
 def check_writable(path: str, flag: str) -> None:
@@ -96,8 +78,8 @@ class VideoFileSink:
         self.written = 0
         self._writer = open_encoder(path, self.codec, fps, *self.size)
 
-    def summary(self) -> dict:
-        return {"kind": "video", "path": self.path, "written": self.written, "codec": self.codec}
+    def summary(self) -> VideoSummary:
+        return VideoSummary(self.path, self.written, self.codec)
 
     def write(self, item: Classified, annotated: np.ndarray) -> bool:
         h, w = annotated.shape[:2]
@@ -128,8 +110,8 @@ class WindowSink:
             raise UserError(f"--display: no usable display (DISPLAY={os.environ.get('DISPLAY', '')!r}); "
                             "run with --no-display, and --output to keep the annotated video")
 
-    def summary(self) -> dict:
-        return {"kind": "window", "title": self.title}
+    def summary(self) -> WindowSummary:
+        return WindowSummary(self.title)
 
     def write(self, item: Classified, annotated: np.ndarray) -> bool:
         cv2.imshow(self.title, annotated)
@@ -143,32 +125,65 @@ class WindowSink:
 
 
 class PredictionsLog:
-    """One JSON line per processed frame, line-buffered so an abrupt stop loses at most one line."""
+    """One JSON line per processed frame, line-buffered so an abrupt stop loses at most one line.
 
-    def __init__(self, path: str, names: list[str] | None = None) -> None:
+    Several streams may share one log (each line names its stream): each writes through its own handle
+    (`for_stream`), and the file is closed when the last handle is, so a stream that leaves a run in progress
+    never closes it under the others."""
+
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.names = names or ["stream"]
         self.written = 0
+        self._users = 0
+        self._lock = threading.Lock()  # one render thread today; handles may be closed from elsewhere
         self._file = open(path, "w", buffering=1, encoding="utf-8")
 
-    def summary(self) -> dict:
-        return {"kind": "predictions", "path": self.path, "written": self.written}
+    def for_stream(self, name: str) -> _LogHandle:
+        with self._lock:
+            self._users += 1
+        return _LogHandle(self, name)
 
-    def write(self, item: Classified, annotated: np.ndarray) -> bool:
+    def write_line(self, name: str, item: Classified) -> None:
         record = {
-            "stream": self.names[item.frame.stream],
+            "stream": name,
             "frame": item.frame.index,
             "time_s": round(item.frame.time_s, 6),
             "top5": [{"index": t.index, "label": t.label, "prob": round(t.prob, 6)} for t in item.prediction.top],
             # Capture to this line: the frame's end-to-end latency as far as the log can see it.
             "latency_ms": round((time.perf_counter() - item.frame.captured_at) * 1000, 3),
         }
-        self._file.write(json.dumps(record) + "\n")
+        with self._lock:
+            self._file.write(json.dumps(record) + "\n")
+            self.written += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            last = self._users <= 0
+        if last:
+            self._file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+
+class _LogHandle:
+    def __init__(self, log: PredictionsLog, name: str) -> None:
+        self.log, self.name, self.written, self._closed = log, name, 0, False
+
+    def write(self, item: Classified, annotated: np.ndarray) -> bool:
+        self.log.write_line(self.name, item)
         self.written += 1
         return True
 
+    def summary(self) -> LogSummary:
+        return LogSummary(self.log.path, self.written)
+
     def close(self) -> None:
-        self._file.close()
+        if not self._closed:
+            self._closed = True
+            self.log.release()
 
 
 def display_available() -> bool:

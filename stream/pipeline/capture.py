@@ -49,8 +49,11 @@ def stall_limit_s(fps: float | None) -> float:
 class CaptureThread(Worker):
     def __init__(self, stream: int, source: Source, reopen: Callable[[], Source], mux: StreamMux,
                  stats: list[StatsCollector], stop: threading.Event, max_frames: int | None = None, loop: bool = False,
-                 pace_fps: float | None = None, reconnect: Reconnect = Reconnect(), seed: int | None = None) -> None:
-        super().__init__(f"capture-{stream}", stop)
+                 pace_fps: float | None = None, reconnect: Reconnect = Reconnect(), seed: int | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(f"capture-{name or stream}", stop)
+        # Set to end this stream alone (it was removed from the run); the run's stop ends every stream.
+        self.halt = threading.Event()
         self.stream, self.source, self.reopen, self.mux, self.stats = stream, source, reopen, mux, stats
         self.max_frames, self.loop, self.pace_fps, self.policy = max_frames, loop, pace_fps, reconnect
         self.frames_read = 0
@@ -74,14 +77,27 @@ class CaptureThread(Worker):
             return STALLED
         return self.state
 
+    def _halted(self) -> bool:
+        return self.stop.is_set() or self.halt.is_set()
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep, woken early by either the run's stop or this stream's halt; whether it was."""
+        deadline = time.perf_counter() + seconds
+        while not self._halted():
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return False
+            self.halt.wait(min(left, 0.1))
+        return True
+
     def work(self) -> None:
         try:
             self._run()
         finally:
             if self.state in (RUNNING, CONNECTING, RECONNECTING):  # stopped from outside, e.g. mid-put
                 self.state = ENDED
-                if self.stop.is_set() and self.end_reason == "end of input":
-                    self.end_reason = "stopped"
+                if self._halted() and self.end_reason == "end of input":
+                    self.end_reason = "removed" if self.halt.is_set() and not self.stop.is_set() else "stopped"
             self.mux.close(self.stream, self.end_reason)
 
     def _run(self) -> None:
@@ -90,10 +106,10 @@ class CaptureThread(Worker):
         self.state = RUNNING
         started, read_this_pass, healthy_since = time.perf_counter(), 0, time.perf_counter()
         attempts = 0
-        while not self.stop.is_set():
+        while not self._halted():
             if self.pace_fps:
                 delay = started + self.frames_read / self.pace_fps - time.perf_counter()
-                if delay > 0 and self.stop.wait(delay):
+                if delay > 0 and self._wait(delay):
                     break
             if self.max_frames is not None and self.frames_read >= self.max_frames:
                 self.end_reason = f"--max-frames {self.max_frames} reached"
@@ -141,14 +157,14 @@ class CaptureThread(Worker):
         healthy minute, so a flapping source keeps backing off), -1 when it failed, None when stopped."""
         self.state = RECONNECTING
         self.source.close()
-        while not self.stop.is_set():
+        while not self._halted():
             attempts += 1
             if self.policy.max_attempts is not None and attempts > self.policy.max_attempts:
                 self.end_reason = (f"{why} and not back after {self.policy.max_attempts} reconnect attempt(s) "
                                    f"({self.source.info.uri})")
                 self.state = FAILED
                 return -1
-            if self.stop.wait(self.policy.delay(attempts, self._rng)):
+            if self._wait(self.policy.delay(attempts, self._rng)):
                 break
             try:
                 source = self.reopen()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -29,16 +30,45 @@ class Batching:
     stale_s: float | None = None  # live frames older than this are dropped before inference
 
 
-class InferenceThread(Worker):
-    def __init__(self, mux: StreamMux, outbox: FrameQueue, preprocess, backend: Backend, categories: list[str],
-                 stats: list[StatsCollector], totals: StatsCollector, stop: threading.Event,
-                 batching: Batching = Batching(), top: int = 5) -> None:
-        super().__init__("inference", stop)
+class BatchStage(Worker):
+    """What every inference stage shares, wherever its model runs: the mux in, the results out in order,
+    each prediction counted once for its stream and the run, and what was classified when a stop came."""
+
+    def __init__(self, name: str, mux: StreamMux, outbox: FrameQueue, categories: list[str],
+                 stats: Mapping[int, StatsCollector], totals: StatsCollector, stop: threading.Event,
+                 batching: Batching, top: int = 5) -> None:
+        super().__init__(name, stop)
         self.mux, self.outbox = mux, outbox
-        self.preprocess, self.backend = preprocess, backend
         self.categories, self.stats, self.totals = categories, stats, totals
         self.batching, self.top = batching, top
-        self.undelivered: list[Classified] = []  # classified when the run stopped: the pipeline drains them
+        self.undelivered: list[Classified] = []  # classified when the run stopped: the engine drains them
+
+    def predictions(self, frames: list[Frame], tops, times: list[StageTimes], done_at: float) -> list[Classified]:
+        results = []
+        for frame, top, t in zip(frames, tops, times, strict=True):
+            prediction = Prediction(frame.index, top, t, done_at)
+            self.stats[frame.stream].inferred(prediction)
+            self.totals.inferred(prediction)
+            results.append(Classified(frame, prediction))
+        return results
+
+    def deliver(self, results: list[Classified]) -> None:
+        for i, item in enumerate(results):
+            try:
+                self.outbox.put(item)
+            except Stopped:  # counted as processed: they must still reach the sinks
+                self.undelivered.extend(results[i:])
+                raise
+
+
+class InferenceThread(BatchStage):
+    """The model in this process: a batch across streams → preprocess → backend → top-k."""
+
+    def __init__(self, mux: StreamMux, outbox: FrameQueue, preprocess, backend: Backend, categories: list[str],
+                 stats: Mapping[int, StatsCollector], totals: StatsCollector, stop: threading.Event,
+                 batching: Batching = Batching(), top: int = 5) -> None:
+        super().__init__("inference", mux, outbox, categories, stats, totals, stop, batching, top)
+        self.preprocess, self.backend = preprocess, backend
 
     def work(self) -> None:
         # OpenCV's own pool would fight the backend's threads for the same cores.
@@ -63,18 +93,17 @@ class InferenceThread(Worker):
         tops = top_k(logits, self.categories, self.top)
         t3 = time.perf_counter()
         times = StageTimes((t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000, len(frames))
-        results = []
-        for frame, top in zip(frames, tops, strict=True):
-            prediction = Prediction(frame.index, top, times, t3)
-            self.stats[frame.stream].inferred(prediction)
-            self.totals.inferred(prediction)
-            results.append(Classified(frame, prediction))
-        for i, item in enumerate(results):
-            try:
-                self.outbox.put(item)
-            except Stopped:  # counted as processed: they must still reach the sinks
-                self.undelivered.extend(results[i:])
-                raise
+        self.deliver(self.predictions(frames, tops, [times] * len(frames), t3))
 
 
-__all__ = ["Batching", "InferenceThread", "StreamEnd"]
+def local_inference(backend: Backend, preprocess, categories: list[str], batching: Batching):
+    """The stage factory of a run whose model is in this process (stream.session.local calls it)."""
+
+    def make(mux: StreamMux, outbox: FrameQueue, stats: Mapping[int, StatsCollector], totals: StatsCollector,
+             stop: threading.Event) -> InferenceThread:
+        return InferenceThread(mux, outbox, preprocess, backend, categories, stats, totals, stop, batching)
+
+    return make
+
+
+__all__ = ["Batching", "BatchStage", "InferenceThread", "StreamEnd", "local_inference"]

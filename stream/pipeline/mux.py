@@ -6,6 +6,10 @@ takes frames from the streams in turn, so no stream is starved, and hands a batc
 full or when `timeout_s` has passed since its first frame: it never waits for a stream that has
 nothing. Live frames older than the staleness limit are dropped before inference, counted as
 "stale". One lock and one condition for all buffers; every wait is bounded and watches the stop Event.
+
+Streams join (`add`) and leave (`close`, then the batcher reports their end once their buffer is empty) while
+it runs; a lane that has left is forgotten but for its drop counts. `keep_open` makes a run that has no
+stream left wait for new ones instead of finishing.
 """
 
 from __future__ import annotations
@@ -55,19 +59,42 @@ class _Buffer:
 
 
 class StreamMux:
-    def __init__(self, lanes: list[Lane], stop: threading.Event) -> None:
-        if not lanes or any(lane.size < 1 for lane in lanes):
-            raise ValueError("every stream needs a buffer of at least one frame")
-        self._buffers = [_Buffer(lane) for lane in lanes]
+    def __init__(self, lanes: list[Lane], stop: threading.Event, keep_open: bool = False) -> None:
+        if not lanes and not keep_open:
+            raise ValueError("a mux that is not kept open needs at least one stream")
+        self._buffers: dict[int, _Buffer] = {}
+        self._retired: dict[int, dict[str, int]] = {}  # drops of the streams that left
         self._cond = threading.Condition()
         self._stop = stop
         self._next = 0  # the stream served first in the next round
+        self.keep_open = keep_open
+        for i, lane in enumerate(lanes):
+            self.add(i, lane)
+
+    def add(self, stream: int, lane: Lane) -> None:
+        if lane.size < 1:
+            raise ValueError("every stream needs a buffer of at least one frame")
+        with self._cond:
+            if stream in self._buffers or stream in self._retired:
+                raise ValueError(f"stream {stream} already has a buffer")
+            self._buffers[stream] = _Buffer(lane)
+            self._cond.notify_all()
+
+    def release(self) -> None:
+        """No more streams will join: the batcher finishes once every stream has ended."""
+        with self._cond:
+            self.keep_open = False
+            self._cond.notify_all()
 
     # ---- producer side (one capture thread per stream)
 
     def put(self, stream: int, frame: Frame) -> None:
-        buf = self._buffers[stream]
         with self._cond:
+            buf = self._buffers.get(stream)
+            if buf is None or buf.closed is not None:  # the stream was removed: its late frames are never shown
+                if buf is not None:
+                    buf.dropped_stop += 1
+                return
             if buf.lane.live:
                 while len(buf.frames) >= buf.lane.size:
                     buf.frames.popleft()
@@ -78,6 +105,9 @@ class StreamMux:
                     while len(buf.frames) >= buf.lane.size:
                         if self._stop.is_set():
                             raise Stopped
+                        if buf.closed is not None:  # removed while this frame waited for room
+                            buf.dropped_stop += 1
+                            return
                         self._cond.wait(POLL_S)
                 finally:
                     buf.waiting = False
@@ -85,9 +115,10 @@ class StreamMux:
             self._cond.notify_all()
 
     def close(self, stream: int, reason: str) -> None:
+        """The stream ends (its source did, or it was removed): what it buffered is still taken."""
         with self._cond:
-            buf = self._buffers[stream]
-            if buf.closed is None:
+            buf = self._buffers.get(stream)
+            if buf is not None and buf.closed is None:
                 buf.closed = reason
             self._cond.notify_all()
 
@@ -116,17 +147,17 @@ class StreamMux:
                 self._cond.wait(wait)
 
     def _collect(self, frames: list[Frame], max_batch: int) -> None:
-        n = len(self._buffers)
+        buffers = list(self._buffers.values())
+        n = len(buffers)
         took = True
         while len(frames) < max_batch and took:
             took = False
             for k in range(n):
-                i = (self._next + k) % n
-                buf = self._buffers[i]
+                buf = buffers[(self._next + k) % n]
                 if buf.frames and len(frames) < max_batch:
                     frames.append(buf.frames.popleft())
                     took = True
-            self._next = (self._next + 1) % n
+            self._next = (self._next + 1) % max(n, 1)
         if frames:
             self._cond.notify_all()  # room for producers waiting on a full buffer
 
@@ -134,46 +165,56 @@ class StreamMux:
         if stale_s is None:
             return
         cutoff = time.perf_counter() - stale_s
-        for buf in self._buffers:
+        for buf in self._buffers.values():
             while buf.lane.live and buf.frames and buf.frames[0].captured_at < cutoff:
                 buf.frames.popleft()
                 buf.dropped_stale += 1
 
     def _ended(self) -> list[StreamEnd]:
         out = []
-        for i, buf in enumerate(self._buffers):
+        for i, buf in list(self._buffers.items()):
             if buf.closed is not None and not buf.frames and not buf.reported:
                 buf.reported = True
                 out.append(StreamEnd(i, buf.closed))
+                # Gone from the rounds: the batcher never looks at (or waits on) a stream that left.
+                self._retired[i] = _drops(buf)
+                del self._buffers[i]
         return out
 
     def _finished(self) -> bool:
-        return all(buf.reported for buf in self._buffers)
+        return not self.keep_open and not self._buffers
 
     # ---- figures
 
     def drops(self, stream: int) -> dict[str, int]:
         with self._cond:
-            buf = self._buffers[stream]
-            return {"full": buf.dropped_full, "stale": buf.dropped_stale, "at_stop": buf.dropped_stop}
+            buf = self._buffers.get(stream)
+            return _drops(buf) if buf is not None else dict(self._retired.get(stream, _NO_DROPS))
 
     def dropped(self, stream: int) -> int:
-        with self._cond:
-            buf = self._buffers[stream]
-            return buf.dropped_full + buf.dropped_stale + buf.dropped_stop
+        return sum(self.drops(stream).values())
 
     def fill(self, stream: int) -> int:
         with self._cond:
-            return len(self._buffers[stream].frames)
+            buf = self._buffers.get(stream)
+            return len(buf.frames) if buf is not None else 0
 
     def waiting_for_room(self, stream: int) -> bool:
         with self._cond:
-            return self._buffers[stream].waiting
+            buf = self._buffers.get(stream)
+            return buf is not None and buf.waiting
 
     def discard_unprocessed(self) -> None:
         """After a stop: frames read but never taken are dropped, cause "at stop", so every frame read is
         either processed or counted as dropped."""
         with self._cond:
-            for buf in self._buffers:
+            for buf in self._buffers.values():
                 buf.dropped_stop += len(buf.frames)
                 buf.frames.clear()
+
+
+_NO_DROPS = {"full": 0, "stale": 0, "at_stop": 0}
+
+
+def _drops(buf: _Buffer) -> dict[str, int]:
+    return {"full": buf.dropped_full, "stale": buf.dropped_stale, "at_stop": buf.dropped_stop}

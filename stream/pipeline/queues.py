@@ -1,8 +1,6 @@
-"""The bounded queue between capture and inference, with its two overflow policies.
-
-- block:  the producer waits for room; nothing is lost (files, image folders).
-- latest: the oldest queued frame is dropped to make room (live sources): latency stays bounded
-          and every dropped frame is counted.
+"""The bounded, lossless hand-off queue between threaded stages: inference → the render loop, and the Ray
+engine's requests in flight. Capture hands frames to the mux (stream.pipeline.mux), which has the live and
+file buffer policies; this queue only ever waits for room, watching the run's stop Event.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from typing import Generic, TypeVar
 from stream.pipeline.frames import EndOfStream
 
 T = TypeVar("T")
-POLICIES = ("block", "latest")
 POLL_S = 0.05
 
 
@@ -23,41 +20,16 @@ class Stopped(Exception):
 
 
 class FrameQueue(Generic[T]):
-    def __init__(self, maxsize: int, policy: str, stop: threading.Event) -> None:
+    def __init__(self, maxsize: int, stop: threading.Event) -> None:
         if maxsize < 1:
             raise ValueError("queue size must be at least 1")
-        if policy not in POLICIES:
-            raise ValueError(f"unknown drop policy {policy!r}; use one of {POLICIES}")
         self._q: queue.Queue[T | EndOfStream] = queue.Queue(maxsize)
-        self._policy = policy
         self._stop = stop
-        self._lock = threading.Lock()
-        self.dropped = 0
 
     def qsize(self) -> int:
         return self._q.qsize()
 
-    def put(self, item: T) -> None:
-        if self._policy == "latest":
-            self._put_latest(item)
-        else:
-            self._put_blocking(item)
-
-    def _put_latest(self, item: T) -> None:
-        # The lock makes drop-then-put atomic against other producers; the consumer only takes.
-        with self._lock:
-            while True:
-                try:
-                    self._q.put_nowait(item)
-                    return
-                except queue.Full:
-                    try:
-                        self._q.get_nowait()
-                        self.dropped += 1
-                    except queue.Empty:
-                        pass
-
-    def _put_blocking(self, item: T | EndOfStream) -> None:
+    def put(self, item: T | EndOfStream) -> None:
         while True:
             if self._stop.is_set():
                 raise Stopped
@@ -68,13 +40,8 @@ class FrameQueue(Generic[T]):
                 continue
 
     def close(self, reason: str = "end of input") -> None:
-        """Put the end-of-stream marker. Nothing is put after it, so it is never dropped; under the
-        latest policy it displaces the oldest frame rather than wait for a consumer."""
-        marker = EndOfStream(reason)
-        if self._policy == "latest":
-            self._put_latest(marker)
-        else:
-            self._put_blocking(marker)
+        """Put the end-of-stream marker; nothing is put after it."""
+        self.put(EndOfStream(reason))
 
     def get(self, timeout: float | None = None) -> T | EndOfStream:
         """Next item, waiting up to `timeout` (forever if None) while the stop Event is clear.

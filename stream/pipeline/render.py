@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from stream.observe.runinfo import RANDOM_WARNING
 from stream.pipeline.frames import Classified
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE, BLACK, RED, GREEN = (255, 255, 255), (0, 0, 0), (40, 40, 230), (90, 220, 90)
-RANDOM_WARNING = "RANDOM WEIGHTS - labels are meaningless"
 
 
 @dataclass(frozen=True)

@@ -1,206 +1,212 @@
-"""One run from settings to exit status: open the streams, load the model, plan, run, report.
+"""One run from settings to exit status, whichever engine: prepare, launch, observe, conclude.
 
-Everything a user can get wrong fails here before the model loads, as one line (stream.errors).
+- prepare: the streams and their output paths, every check a user can fail (as one line, before any model
+  loads: stream.errors), the sources opened, the plan, int8's calibration and the backend options;
+- launch: the engine loads the model (stream.session.launch: in this process, or on Ray Serve) and says what
+  it loaded;
+- observe: the session (stream.session.session) runs the engine and feeds the dashboard or status line and
+  the web preview;
+- conclude: outcome → report → warnings → exit status, by the same rules for both engines.
+
+Streams can join (`add_stream`) and leave (`remove_stream`) while the run goes on, by the same checks.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import Future
 
 from stream.config import Config
 from stream.errors import UserError
+from stream.media.sources import Source
+from stream.media.streams import StreamSpec, stream_specs
+from stream.observe.runinfo import RunInfo
+from stream.outputs.kinds import Outputs
+from stream.session.launch import Launched, Launcher, launch_local, open_stream
+from stream.session.plan import RunPlan, plan_run, plan_stream
+from stream.session.records import RunOutcome, StreamSlot
+from stream.session.report import LoadTimes, build_report, summary, write_report
+from stream.session.session import Session
 
 EXIT_INCOMPLETE = 4
 
 
-def run_streams(cfg: Config, process_start: float, interrupts=None) -> int:
-    from stream.backends import backend_class
-    from stream.media.streams import StreamSpec, output_path, stream_specs
-    from stream.outputs.sinks import WindowSink, check_writable
+def run_streams(cfg: Config, process_start: float, interrupts=None, launcher: Launcher = launch_local) -> int:
+    return Run(cfg, process_start, launcher).execute(interrupts)
 
-    specs = stream_specs(list(cfg.source), cfg.sources)
-    if not specs:
-        from stream.media.sample import sample_clip
 
-        uri = str(sample_clip(cfg.cache_dir))
-        print(f"no --source given: using the sample clip {uri}")
-        specs = [StreamSpec(uri, "sample")]
-    for flag, template in (("--output", cfg.output), ("--predictions", cfg.predictions)):
-        for spec in specs:
-            path = output_path(template, spec.name, len(specs), flag)
-            if path:
-                check_writable(path, flag)
-    if cfg.report:
-        check_writable(cfg.report, "--report")
-    _check_codec(cfg, specs)
-    backend_cls = backend_class(cfg.backend)  # fails fast, before any model is loaded
-    if cfg.engine == "ray":
-        from stream.cluster.engine import run_on_ray
+class Run:
+    """The one orchestrator: what both engines share, in order."""
 
-        return run_on_ray(cfg, specs, process_start, interrupts)
-    if cfg.display == "on":
-        WindowSink.check()
-    sources, busy = [], set()  # busy: sources a capture thread that missed its join may still be reading
-    server = None
-    try:
-        for spec in specs:
-            sources.append(_open(spec.uri))
-        server = _serve(cfg, specs)
-        return _run(cfg, specs, sources, backend_cls, process_start, busy, interrupts, server)
-    finally:
-        if server is not None:
-            server.stop()
-        for source in sources:
-            if id(source) not in busy:
+    def __init__(self, cfg: Config, process_start: float, launcher: Launcher = launch_local) -> None:
+        self.cfg, self.process_start, self.launcher = cfg, process_start, launcher
+        self.specs: list[StreamSpec] = []
+        self.sources: list[Source] = []  # opened by prepare, handed to the engine (or closed, for Ray)
+        self.outputs = Outputs({"output": cfg.output, "predictions": cfg.predictions}, cfg.codec)
+        self.server = None
+        self.session: Session | None = None
+        self.plan: RunPlan | None = None
+
+    # ---- prepare
+
+    def prepare(self) -> None:
+        from stream.backends import available_cores, backend_class
+        from stream.outputs.sinks import WindowSink, display_available
+
+        cfg = self.cfg
+        self.specs = stream_specs(list(cfg.source), cfg.sources)
+        if not self.specs and not cfg.keep_running:
+            from stream.media.sample import sample_clip
+
+            uri = str(sample_clip(cfg.cache_dir))
+            print(f"no --source given: using the sample clip {uri}")
+            self.specs = [StreamSpec(uri, "sample")]
+        names = [s.name for s in self.specs]
+        self.outputs.check(names)
+        if cfg.report:
+            from stream.outputs.sinks import check_writable
+
+            check_writable(cfg.report, "--report")
+        self._codec_notes(names)
+        backend_class(cfg.backend)  # fails fast, before any model is loaded
+        if cfg.display == "on":
+            WindowSink.check()
+        window = cfg.engine == "local" and (cfg.display == "on" or (cfg.display == "auto" and display_available()))
+        self.outputs.settings = {**self.outputs.settings, "display": window}
+        for spec in self.specs:
+            self.sources.append(open_stream(spec.uri))
+        self.plan = plan_run(cfg, self.specs, [s.info for s in self.sources], available_cores(), cfg.keep_running)
+
+    def _codec_notes(self, names: list[str]) -> None:
+        from stream.media.streams import output_path
+        from stream.outputs.video_writer import choose_codec
+
+        for name in names:
+            path = output_path(self.cfg.output, name, len(names), "--output")
+            note = choose_codec(path, self.cfg.codec).note if path else None
+            if note:
+                print(f"note: {note}", file=sys.stderr)
+
+    def _serve(self) -> None:
+        """The --serve server, listening before the model loads (a busy port fails fast)."""
+        cfg = self.cfg
+        if cfg.serve is None:
+            return
+        from stream.web.address import exposure_warning, parse_serve
+        from stream.web.server import PreviewServer
+
+        address = parse_serve(cfg.serve)
+        warning = exposure_warning(address, cfg.serve_token)
+        if warning:
+            print(warning, file=sys.stderr)
+        self.server = PreviewServer(address, [s.name for s in self.specs], cfg.serve_token)
+        self.server.start()
+        self.outputs.settings = {**self.outputs.settings, "serve": self.server}
+        print(f"serving {self.server.url} (live preview, /api/status, /metrics)", flush=True)
+
+    # ---- run
+
+    def execute(self, interrupts=None) -> int:
+        try:
+            self.prepare()
+            self._serve()
+            with self.launcher(self.cfg, self.specs, self.sources, self.plan) as launched:
+                self._launched = launched
+                outcome = self._observe(launched, interrupts)
+                return self._conclude(outcome, launched)
+        finally:
+            if self.server is not None:
+                self.server.stop()
+            for source in self.sources:  # those never handed to an engine; the engine closes its own
                 source.close()
 
+    def _observe(self, launched: Launched, interrupts) -> RunOutcome:
+        cfg, plan = self.cfg, self.plan
+        model = launched.model
+        self.info = RunInfo(self.sources[0].info if self.sources else None, model.name, model.weights,
+                            model.random_weights, launched.backend, launched.device, launched.precision,
+                            plan.batching.size, plan.streams[0].policy if plan.streams else "latest", cfg.resize,
+                            model.preprocess.interpolation)
+        session = Session(plan.batching.size, self._ui(), launched.device_peak_mb, cfg.keep_running)
+        self.session = session
+        try:
+            session.engine = launched.engine(session.totals, self.outputs)
+            self.load = LoadTimes(launched.load, launched.warmup_s, time.perf_counter() - self.process_start)
+            sources, self.sources = self.sources, []
+            for i, (spec, stream_plan) in enumerate(zip(self.specs, plan.streams, strict=True)):
+                try:
+                    session.add(spec, sources[i].info, stream_plan, launched.owned(sources[i]))
+                except BaseException:
+                    self.sources = sources[i + 1:]
+                    raise
+        except BaseException:  # nothing ran: still leave finalised files and a usable terminal
+            if session.engine is not None:
+                session.engine.finish(drain=False)
+            session.ui.close()
+            raise
+        return session.run(interrupts)
 
-def _check_codec(cfg: Config, specs) -> None:
-    from stream.media.streams import output_path
-    from stream.outputs.video_writer import choose_codec
+    def _ui(self):
+        from stream.observe.dashboard import LiveDashboard, StatusPrinter
 
-    for spec in specs:
-        path = output_path(cfg.output, spec.name, len(specs), "--output")
-        note = choose_codec(path, cfg.codec).note if path else None
-        if note:
-            print(f"note: {note}", file=sys.stderr)
-
-
-def _serve(cfg: Config, specs):
-    """The --serve server, listening before the model loads (a busy port fails fast); None without --serve."""
-    if cfg.serve is None:
-        return None
-    from stream.web.address import exposure_warning, parse_serve
-    from stream.web.server import PreviewServer
-
-    address = parse_serve(cfg.serve)
-    warning = exposure_warning(address, cfg.serve_token)
-    if warning:
-        print(warning, file=sys.stderr)
-    server = PreviewServer(address, [s.name for s in specs], cfg.serve_token)
-    server.start()
-    print(f"serving {server.url} (live preview, /api/status, /metrics)", flush=True)
-    return server
-
-
-def _open(uri: str):
-    from stream.media.sources import open_source
-    from stream.pipeline.capture import READ_TIMEOUT_S
-
-    # A silent stream URL must give its read back within the stall limit, so it can be reconnected.
-    return open_source(uri, read_timeout_ms=int(READ_TIMEOUT_S * 1000))
-
-
-def _run(cfg: Config, specs, sources, backend_cls, process_start: float, busy: set, interrupts, server) -> int:
-    from models.spec import ModelRequest
-    from stream.backends.onnxruntime_backend import available_cores
-    from stream.observe.dashboard import LiveDashboard, StatusPrinter
-    from stream.observe.report import LoadTimes, build_report, summary, write_report
-    from stream.observe.runinfo import RunInfo
-    from stream.outputs.sinks import Outputs, display_available, open_sinks
-    from stream.pipeline.preprocess import make_preprocessor
-    from stream.pipeline.render import Renderer
-    from stream.session.local import Pipeline, StreamInput, execute
-    from stream.session.plan import plan_run
-
-    plan = plan_run(cfg, specs, [s.info for s in sources], available_cores())
-    batch = plan.batching.size
-    print(f"loading {cfg.model} ({cfg.weights} weights) on {cfg.backend}...", flush=True)
-    options = backend_options(cfg, plan, _calibration(cfg, specs, sources))
-    backend = backend_cls(ModelRequest(cfg.model, cfg.weights), options)
-    model = backend.model
-    try:
-        warmup_s = backend.warmup(batch, cfg.warmup)
-        if batch > 1:  # a partial batch (a file's last, a quiet moment across streams) must not pay for a new shape
-            warmup_s += backend.warmup(1, min(cfg.warmup, 2))
-        policies = ["latest" if p.live else "block" for p in plan.streams]
-        info = RunInfo(sources[0].info, model.name, model.weights, model.random_weights, backend.name,
-                       backend.device, backend.precision, batch, policies[0], cfg.resize,
-                       model.preprocess.interpolation,
-                       tuple((s.name, src.info, pol) for s, src, pol in zip(specs, sources, policies, strict=True)))
-        window = cfg.display == "on" or (cfg.display == "auto" and display_available())
-        sinks = open_sinks(Outputs(cfg.output, cfg.predictions, window, cfg.codec), [s.name for s in specs],
-                           [s.info for s in sources])
+        cfg = self.cfg
         live_ui = cfg.dashboard == "on" or (cfg.dashboard == "auto" and sys.stdout.isatty())
-        ui = LiveDashboard(info) if live_ui else StatusPrinter(cfg.status_every)
-        if server is not None:
+        ui = LiveDashboard(self.info) if live_ui else StatusPrinter(cfg.status_every)
+        if self.server is not None:
             from stream.web.server import ServedUi
 
-            for spec, stream_sinks in zip(specs, sinks, strict=True):
-                stream_sinks.append(server.frames[spec.name])
-            ui = ServedUi(ui, server)
-        load = LoadTimes(backend.load, warmup_s, time.perf_counter() - process_start)
+            ui = ServedUi(ui, self.server)
+        return ui
+
+    # ---- streams that join and leave
+
+    def add_stream(self, spec: StreamSpec) -> StreamSlot:
+        """A stream joins the run in progress, by the checks a stream given at start passes."""
+        if self.session is None:
+            raise UserError("the run has not started; give the stream with --source")
+        self.outputs.check([spec.name])
+        source = open_stream(spec.uri)
         try:
-            preprocessor = make_preprocessor(model.preprocess, backend.input_device, cfg.resize)
-            inputs = [StreamInput(p, src, sk, (lambda uri=spec.uri: _open(uri)) if src.info.live else None)
-                      for p, src, sk, spec in zip(plan.streams, sources, sinks, specs, strict=True)]
-            pipeline = Pipeline(inputs, backend, preprocessor, list(model.categories),
-                                Renderer(model.random_weights), ui, plan.batching, plan.reconnect)
-        except BaseException:  # nothing ran: still leave finalised files and a usable terminal
-            for closer in dict.fromkeys([*(s.close for sk in sinks for s in sk), ui.close]):
-                closer()
+            return self.session.add(spec, source.info, plan_stream(self.cfg, spec, source.info),
+                                    self._launched.owned(source))
+        except BaseException:
+            source.close()
             raise
-        outcome = execute(pipeline, interrupts)
-        summaries = [[s.summary() for s in sk] for sk in sinks]
-        written = [next((s["written"] for s in sk if s["kind"] == "video"), None) for sk in summaries]
-        report = build_report(info, outcome, load, written, process_start, backend.device_peak_mb())
-    finally:
-        backend.close()
-    for stream, source in zip(outcome.streams, sources, strict=True):
-        if stream.thread_alive:
-            busy.update({id(source), id(stream.source)})
-        elif stream.source is not source:
-            stream.source.close()  # a reconnected source belongs to the run, not the caller
-    _warnings(cfg, sources, report)
-    truncated = _check_truncated(cfg, outcome, report)
-    if cfg.report:
-        write_report(report, cfg.report)
-    print(summary(report))
-    return _exit_status(outcome, report, truncated)
+
+    def remove_stream(self, name: str) -> Future:
+        if self.session is None:
+            raise UserError("the run has not started")
+        return self.session.remove(name)
+
+    # ---- conclude
+
+    def _conclude(self, outcome: RunOutcome, launched: Launched) -> int:
+        cfg = self.cfg
+        report = build_report(self.info, outcome, self.load, self.process_start, launched.device_peak_mb())
+        launched.add_to_report(report, outcome)
+        for stream in outcome.streams:
+            report["warnings"] += stream.warnings
+        if cfg.resize == "fast":
+            report["warnings"].append("--resize fast: frames were resized without antialiasing, so labels can "
+                                      "differ from what the model gives on its weights' own transform")
+        truncated = check_truncated(cfg, outcome, report)
+        if cfg.report:
+            write_report(report, cfg.report)
+        print(summary(report))
+        for line in launched.summary_lines(report):
+            print(line)
+        return exit_status(outcome, report, truncated)
 
 
-def backend_options(cfg: Config, plan, calibration):
-    """What the backend is told for this run (the local engine's and every Ray replica's alike): live
-    sources get OpenVINO's latency hint, and the plan's thread count."""
-    from stream.backends import BackendOptions
-
-    hint = "latency" if plan.live and cfg.openvino_hint == "auto" else cfg.openvino_hint
-    return BackendOptions(cfg.device, cfg.precision, plan.batching.size, cfg.cache_dir, plan.threads,
-                          cfg.trt_converter, calibration, hint)
-
-
-def _calibration(cfg: Config, specs, sources):
-    from stream.backends.quantize import Calibration
-
-    path = cfg.calibration
-    if path == "source":  # the run's own recording: calibrated on the very frames it will classify
-        files = [spec.uri for spec, src in zip(specs, sources, strict=True) if not src.info.live]
-        if not files:
-            raise UserError("--calibration source needs a video file or image folder among the sources; "
-                            "give --calibration PATH for live cameras")
-        path = files[0]
-    return Calibration(path, cfg.calibration_frames, cfg.calibration_method)
-
-
-def _warnings(cfg: Config, sources, report: dict) -> None:
-    for source in sources:
-        skipped = getattr(source, "skipped", None)
-        if skipped:
-            report["warnings"].append(f"{len(skipped)} unreadable image(s) skipped: {skipped[:3]}")
-    if cfg.resize == "fast":
-        report["warnings"].append("--resize fast: frames were resized without antialiasing, so labels can differ "
-                                  "from what the model gives on its weights' own transform")
-
-
-def _check_truncated(cfg: Config, outcome, report: dict) -> str | None:
+def check_truncated(cfg: Config, outcome: RunOutcome, report: dict) -> str | None:
     """A file whose decoding stopped well before its container's end: the decodable part was processed.
     Returns the fault's message; a mere note (a nominal frame count) becomes a warning."""
     if outcome.status != "completed" or cfg.loop or cfg.max_frames is not None:
         return None
     faults = []
     for stream in outcome.streams:
-        check = stream.source.decode_check(stream.frames_read)
+        check = stream.decode
         if check is None:
             continue
         if check.message:
@@ -213,7 +219,7 @@ def _check_truncated(cfg: Config, outcome, report: dict) -> str | None:
     return None
 
 
-def _exit_status(outcome, report: dict, truncated: str | None) -> int:
+def exit_status(outcome: RunOutcome, report: dict, truncated: str | None) -> int:
     from stream.interrupts import END_SIGTERM, EXIT_SIGINT, EXIT_SIGTERM
 
     if outcome.status == "interrupted":

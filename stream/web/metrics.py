@@ -25,7 +25,8 @@ def _buckets(b: Buckets) -> list[tuple[str, float]]:
 
 
 class SnapshotCollector:
-    def __init__(self, snapshot: Callable[[], StatsSnapshot | None], frames: dict[str, LatestFrame]) -> None:
+    def __init__(self, snapshot: Callable[[], StatsSnapshot | None],
+                 frames: Callable[[], dict[str, LatestFrame]]) -> None:
         self._snapshot = snapshot
         self._frames = frames
 
@@ -34,7 +35,7 @@ class SnapshotCollector:
                                     labels=["stream"])
         encodes = CounterMetricFamily("stream_preview_jpeg_encodes", "JPEG encodes made for the preview",
                                       labels=["stream"])
-        for name, frame in self._frames.items():
+        for name, frame in self._frames().items():
             viewers.add_metric([name], frame.viewers)
             encodes.add_metric([name], frame.encodes)
         yield viewers

@@ -27,6 +27,12 @@ class Encoded:
     at: float  # time.monotonic() when encoded
 
 
+@dataclass(frozen=True)
+class PreviewSummary:
+    stream: str
+    encodes: int
+
+
 class LatestFrame:
     def __init__(self, name: str, quality: int = JPEG_QUALITY) -> None:
         self.name = name
@@ -47,8 +53,8 @@ class LatestFrame:
             self._image = annotated if self._viewers else None
         return True
 
-    def summary(self) -> dict:
-        return {"kind": "preview", "stream": self.name, "encodes": self.encodes}
+    def summary(self) -> PreviewSummary:
+        return PreviewSummary(self.name, self.encodes)
 
     def close(self) -> None:
         pass  # the last frame stays on show until the server stops

@@ -50,13 +50,13 @@ class PreviewServer:
         self.snapshot: StatsSnapshot | None = None  # replaced whole by the render loop: never mutated
         self.port: int | None = None
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(SnapshotCollector(lambda: self.snapshot, self.frames))
+        self.registry.register(SnapshotCollector(lambda: self.snapshot, lambda: self.frames))
         ProcessCollector(registry=self.registry)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(max_workers=min(len(names) + 1, 4), thread_name_prefix="preview-jpeg")
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="preview-jpeg")
         self._stopped = False
         self._feeds: dict[tuple[str, int | None, float], Feed] = {}  # (stream, height, fps): the event loop's own
 
@@ -68,6 +68,15 @@ class PreviewServer:
     # The render loop's side (the pipeline's Ui protocol, beside the dashboard).
     def update(self, snap: StatsSnapshot) -> None:
         self.snapshot = snap
+
+    def add_stream(self, name: str) -> LatestFrame:
+        """The preview sink of a stream (one that joins a run in progress gets its own); its page link follows."""
+        frame = self.frames.get(name)
+        if frame is None:
+            # Replaced whole, never resized in place: the server thread iterates the mapping it read.
+            frame = LatestFrame(name)
+            self.frames = {**self.frames, name: frame}
+        return frame
 
     def start(self) -> None:
         """Listening when this returns; a one-line error if the address cannot be bound."""

@@ -13,7 +13,7 @@ from stream.observe.histogram import METHOD
 from stream.observe.realtime import Measured, Verdict, combine, judge
 from stream.observe.runinfo import RunInfo
 from stream.observe.stats import STAGES, StatsCollector, peak_rss_mb
-from stream.session.local import RunOutcome
+from stream.outputs.sinks import VideoSummary
 
 
 @dataclass(frozen=True)
@@ -62,19 +62,29 @@ def _source(source: SourceInfo, policy: str) -> dict:
             "width": source.width, "height": source.height, "live": source.live, "drop_policy": policy}
 
 
-def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: list[int | None],
-                 process_start: float, device_peak_mb: float | None) -> dict:
-    """Totals at the top level; with several streams, each stream's own figures under `streams`."""
+def written_frames(summaries: list) -> int | None:
+    """The frames a stream's video file holds, read from its sinks' typed summaries; None without a video."""
+    return next((s.written for s in summaries if isinstance(s, VideoSummary)), None)
+
+
+def build_report(info: RunInfo, outcome, load: LoadTimes, process_start: float,
+                 device_peak_mb: float | None) -> dict:
+    """Totals at the top level; with several streams, each stream's own figures under `streams`.
+
+    `outcome` is a stream.session.records.RunOutcome (either engine's): its streams carry their slot (name,
+    source, plan), their collector and their sinks' summaries."""
     first = outcome.stats.first_rendered_at
-    sources = info.streams or ((info.source.uri, info.source, info.drop_policy),)
-    known = [w for w in written if w is not None]
-    streams = []
-    for (name, source, policy), o, w in zip(sources, outcome.streams, written, strict=True):
-        streams.append({"name": name, "state": o.state, "reconnects": o.reconnects, "stalls": o.stalls,
+    streams, known = [], []
+    for o in outcome.streams:
+        w = written_frames(o.sinks)
+        if w is not None:
+            known.append(w)
+        streams.append({"name": o.name, "state": o.state, "reconnects": o.reconnects, "stalls": o.stalls,
                         "backlog_skipped_on_reconnect": o.backlog_skipped,
                         "drops": o.drops, "end_reason": o.end_reason,
                         "error": None if o.error is None else f"{type(o.error).__name__}: {o.error}",
-                        "source": _source(source, policy), **_figures(o.stats, o.stale_discarded, w)})
+                        "source": _source(o.slot.info, o.slot.plan.policy),
+                        **_figures(o.stats, o.stale_discarded, w)})
     totals = _figures(outcome.stats, outcome.stale_discarded, sum(known) if known else None)
     report = {
         "status": outcome.status,
@@ -82,6 +92,7 @@ def build_report(info: RunInfo, outcome: RunOutcome, load: LoadTimes, written: l
         "source": (streams[0]["source"] if len(streams) == 1 else
                    {"kind": "streams", "count": len(streams), "uris": [s["source"]["uri"] for s in streams],
                     "live": any(s["source"]["live"] for s in streams)}),
+        "engine": info.engine,
         "model": {"name": info.model, "weights": info.weights, "random_weights": info.random_weights,
                   "backend": info.backend, "device": info.device, "precision": info.precision,
                   "batch": info.batch, "resize": info.resize, "interpolation": info.interpolation},

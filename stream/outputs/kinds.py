@@ -1,0 +1,111 @@
+"""Every kind of output a stream can have, registered once: adding a kind touches this module and its flag.
+
+A kind reads its own run setting (the Config field named by `key`), says what it targets for one stream (a
+path, a window title, the preview's stream name, or None when the stream has none), checks that target
+before the model loads, and opens the sink. `shared` kinds may serve several streams from one target (a
+predictions log without {stream}): they are opened once and each stream writes through its own handle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.media.sources import SourceInfo
+from stream.media.streams import output_path
+from stream.outputs.sinks import PredictionsLog, Sink, VideoFileSink, WindowSink, check_writable
+
+
+@dataclass(frozen=True)
+class OpenContext:
+    name: str
+    info: SourceInfo
+    streams: int  # streams in the run when this one opened (a lone stream's window has the plain title)
+    codec: str
+    server: Any = None  # stream.web.server.PreviewServer under --serve
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    key: str  # the run setting (Config field) it reads
+    flag: str
+    target: Callable[[Any, str, int], str | None]  # (setting, stream name, streams) → target or None
+    open: Callable[[str, OpenContext], Sink]
+    check: Callable[[str, str], None] = lambda target, flag: None
+    shared: bool = False
+
+
+def _path(flag: str):
+    def target(template: str | None, name: str, streams: int) -> str | None:
+        return output_path(template, name, streams, flag)
+
+    return target
+
+
+def _video(path: str, ctx: OpenContext) -> Sink:
+    return VideoFileSink(path, ctx.info.fps or 30.0, ctx.info.width, ctx.info.height, ctx.codec)
+
+
+def _window_title(on: bool, name: str, streams: int) -> str | None:
+    if not on:
+        return None
+    return f"{name} (q to quit)" if streams > 1 else WindowSink.TITLE
+
+
+KINDS: tuple[OutputKind, ...] = (
+    OutputKind("output", "--output", _path("--output"), _video, check_writable),
+    OutputKind("predictions", "--predictions", _path("--predictions"), lambda path, ctx: PredictionsLog(path),
+               check_writable, shared=True),
+    OutputKind("display", "--display", _window_title, lambda title, ctx: WindowSink(title)),
+    OutputKind("serve", "--serve", lambda server, name, streams: name if server is not None else None,
+               lambda name, ctx: ctx.server.add_stream(name)),
+)
+
+
+@dataclass
+class Outputs:
+    """A run's outputs: the settings by kind, and the shared sinks opened so far (kept for the streams that join
+    later; closed when the last stream using them is)."""
+
+    settings: Mapping[str, Any]  # kind key → the run's setting (a path template, True for a window, the server)
+    codec: str = "auto"
+    shared: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def targets(self, name: str, streams: int) -> dict[str, str]:
+        found = {}
+        for kind in KINDS:
+            target = kind.target(self.settings.get(kind.key), name, streams)
+            if target:
+                found[kind.key] = target
+        return found
+
+    def check(self, names: list[str]) -> None:
+        """Every target writable, before any model loads: one line naming the flag otherwise."""
+        for kind in KINDS:
+            for name in names:
+                target = kind.target(self.settings.get(kind.key), name, len(names))
+                if target:
+                    kind.check(target, kind.flag)
+
+    def open(self, name: str, info: SourceInfo, streams: int) -> list[Sink]:
+        """One stream's sinks; anything opened is closed again if a later one fails."""
+        ctx = OpenContext(name, info, streams, self.codec, self.settings.get("serve"))
+        sinks: list[Sink] = []
+        try:
+            for kind in KINDS:
+                target = kind.target(self.settings.get(kind.key), name, streams)
+                if not target:
+                    continue
+                if kind.shared:
+                    log = self.shared.get((kind.key, target))
+                    if log is None or log.closed:
+                        log = self.shared[(kind.key, target)] = kind.open(target, ctx)
+                    sinks.append(log.for_stream(name))
+                else:
+                    sinks.append(kind.open(target, ctx))
+        except BaseException:
+            for sink in sinks:
+                sink.close()
+            raise
+        return sinks

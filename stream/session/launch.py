@@ -1,0 +1,101 @@
+"""What an engine must give the orchestrator once its model is loaded, and the local engine's launcher.
+
+A launcher is a context manager over the loaded model: it yields a `Launched` (what was loaded, for the
+dashboard and the report; how to build the engine; what the engine adds to the report) and releases the
+model and everything it started when the run is over. The Ray engine's launcher is
+stream.cluster.engine.launch_on_ray; the CLI chooses between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from models.spec import ModelInfo
+from stream.backends import BackendOptions, LoadRecord
+from stream.config import Config
+from stream.errors import UserError
+from stream.media.sources import Source
+from stream.media.streams import StreamSpec
+from stream.session.plan import RunPlan
+
+
+@dataclass
+class Launched:
+    model: ModelInfo
+    backend: str
+    device: str
+    precision: str
+    load: LoadRecord
+    warmup_s: float
+    engine: Callable  # (the run's totals collector, the run's Outputs) → an engine (stream.session.session.Engine)
+    device_peak_mb: Callable[[], float | None] = lambda: None
+    # The engine's use of a source the orchestrator opened: the local engine reads it; Ray only probed it.
+    owned: Callable[[Source], Source | None] = lambda source: source
+    add_to_report: Callable[[dict, object], None] = lambda report, outcome: None
+    summary_lines: Callable[[dict], list[str]] = field(default=lambda report: [])
+
+
+Launcher = Callable[[Config, list[StreamSpec], list[Source], RunPlan], object]  # a context manager of Launched
+
+
+def open_stream(uri: str) -> Source:
+    from stream.media.sources import open_source
+    from stream.pipeline.capture import READ_TIMEOUT_S
+
+    # A silent stream URL must give its read back within the stall limit, so it can be reconnected.
+    return open_source(uri, read_timeout_ms=int(READ_TIMEOUT_S * 1000))
+
+
+def calibration_for(cfg: Config, specs: list[StreamSpec], sources: list[Source]):
+    from stream.backends.quantize import Calibration
+
+    path = cfg.calibration
+    if path == "source":  # the run's own recording: calibrated on the very frames it will classify
+        files = [spec.uri for spec, src in zip(specs, sources, strict=True) if not src.info.live]
+        if not files:
+            raise UserError("--calibration source needs a video file or image folder among the sources; "
+                            "give --calibration PATH for live cameras")
+        path = files[0]
+    return Calibration(path, cfg.calibration_frames, cfg.calibration_method)
+
+
+def backend_options(cfg: Config, plan: RunPlan, calibration) -> BackendOptions:
+    """What the backend is told for this run (the local engine's and every Ray replica's alike): live
+    sources get OpenVINO's latency hint, and the plan's thread count."""
+    hint = "latency" if plan.live and cfg.openvino_hint == "auto" else cfg.openvino_hint
+    return BackendOptions(cfg.device, cfg.precision, plan.batching.size, cfg.cache_dir, plan.threads,
+                          cfg.trt_converter, calibration, hint)
+
+
+@contextmanager
+def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], plan: RunPlan) -> Iterator[Launched]:
+    """The model in this process; the engine's threads read the sources the orchestrator opened."""
+    from models.spec import ModelRequest
+    from stream.backends import backend_class
+    from stream.pipeline.inference import local_inference
+    from stream.pipeline.preprocess import make_preprocessor
+    from stream.pipeline.render import Renderer
+    from stream.session.local import LocalEngine
+
+    batching = plan.batching
+    options = backend_options(cfg, plan, calibration_for(cfg, specs, sources))
+    print(f"loading {cfg.model} ({cfg.weights} weights) on {cfg.backend}...", flush=True)
+    backend = backend_class(cfg.backend)(ModelRequest(cfg.model, cfg.weights), options)
+    try:
+        warmup_s = backend.warmup(batching.size, cfg.warmup)
+        if batching.size > 1:  # a partial batch (a file's last, a quiet moment) must not pay for a new shape
+            warmup_s += backend.warmup(1, min(cfg.warmup, 2))
+        model = backend.model
+        preprocessor = make_preprocessor(model.preprocess, backend.input_device, cfg.resize)
+
+        def engine(totals, outputs) -> LocalEngine:
+            stage = local_inference(backend, preprocessor, list(model.categories), batching)
+            return LocalEngine(stage, Renderer(model.random_weights), batching, totals, plan.reconnect, outputs,
+                               open_stream, cfg.keep_running)
+
+        yield Launched(model, backend.name, backend.device, backend.precision, backend.load, warmup_s, engine,
+                       backend.device_peak_mb)
+    finally:
+        backend.close()
