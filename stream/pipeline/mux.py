@@ -186,6 +186,11 @@ class StreamMux:
 
     # ---- figures
 
+    def active(self) -> list[int]:
+        """The streams in the batcher's rounds: those that have not ended, or whose last frames wait to be taken."""
+        with self._cond:
+            return list(self._buffers)
+
     def drops(self, stream: int) -> dict[str, int]:
         with self._cond:
             buf = self._buffers.get(stream)

@@ -197,7 +197,8 @@ class LocalEngine:
             c.halt.set()
         deadline = time.monotonic() + JOIN_TIMEOUT_S  # one deadline for all: a stuck camera costs it once
         for worker in (*captures, self.stage):
-            worker.join(max(deadline - time.monotonic(), 0.0))
+            if worker.ident is not None:  # a run that failed before it started has threads never started
+                worker.join(max(deadline - time.monotonic(), 0.0))
         errors = list(self.errors)
         if drain and not errors:
             _collect(errors, self._drain)
