@@ -101,6 +101,8 @@ def test_a_run_kept_open_waits_with_no_stream_and_ends_on_a_stop(tmp_path):
         time.sleep(0.3)
         assert runner.is_alive()  # its only stream ended: a service goes on waiting
         assert session.snapshot().streams[0].state == "ended"
+        session.remove("late").result(timeout=10)
+        assert session.snapshot().streams == []  # a removed stream leaves the live view (its report row stays)
     finally:
         session.engine.stop_event.set()
         runner.join(20)
@@ -116,8 +118,8 @@ def _counts() -> tuple[int, int, float]:
 @pytest.mark.slow
 def test_200_join_leave_cycles_leave_threads_descriptors_and_memory_flat(tmp_path):
     outputs = Outputs({"output": str(tmp_path / "{stream}.avi"), "predictions": str(tmp_path / "all.jsonl")}, "mjpg")
-    session = local_session(GrayBackend(), Preprocessor(SPEC), CATEGORIES, Batching(2, 0.01), NullUi(),
-                            keep_running=True, outputs=outputs)
+    session = local_session(GrayBackend(), Preprocessor(SPEC), CATEGORIES, Batching(2, 0.01), None,
+                            keep_running=True, outputs=outputs)  # a UI that keeps no snapshot, as the real ones
     add(session, plan("steady", None, live=True), GraySource(10**6, live=True, delay_s=0.02), uri="steady")
     runner = threading.Thread(target=session.run)
     runner.start()

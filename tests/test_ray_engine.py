@@ -37,6 +37,15 @@ def ray_pids() -> set[int]:
     return pids
 
 
+def key_paths(value, prefix: str = "") -> set[str]:
+    """Every key path of a report; a list's items are described by their first (streams share their keys)."""
+    if isinstance(value, dict):
+        return {p for k, v in value.items() for p in {f"{prefix}/{k}"} | key_paths(v, f"{prefix}/{k}")}
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return key_paths(value[0], prefix + "[]")
+    return set()
+
+
 @pytest.fixture(scope="module")
 def three_clips(alternating_clip, cat_clip, long_avi):
     return [str(alternating_clip), str(cat_clip), str(long_avi)]
@@ -53,8 +62,17 @@ def test_three_file_streams_match_the_local_engine_frame_for_frame_and_batch_acr
                          "--report", str(report), timeout=300)
         assert result.returncode == 0, result.stderr
         results[engine] = (by_stream(preds), json.loads(report.read_text()))
-    (local, _), (remote, report) = results["local"], results["ray"]
+    (local, local_report), (remote, report) = results["local"], results["ray"]
     assert set(local) == set(remote) and len(remote) == 3
+    # One orchestrator: the same report, key for key (the Ray engine adds its own section), and the same verdict
+    # rule (every stream must keep up), for both engines.
+    assert key_paths(local_report) == key_paths({k: v for k, v in report.items() if k != "ray"})
+    assert (local_report["engine"], report["engine"]) == ("local", "ray")
+    for r in (local_report, report):
+        verdicts = [s["realtime"]["verdict"] for s in r["streams"]]
+        expected = ("not real-time" if "not real-time" in verdicts else
+                    "undecided" if "undecided" in verdicts else "real-time")
+        assert r["realtime"]["verdict"] == expected, r["realtime"]
     for name, frames in local.items():
         theirs = remote[name]
         assert [r["frame"] for r in theirs] == [r["frame"] for r in frames] == list(range(len(frames)))

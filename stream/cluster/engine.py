@@ -86,10 +86,7 @@ def launch_on_ray(cfg, specs, sources, plan) -> Iterator[Launched]:
     """Join (or start) Ray, deploy the replicas; the stream actors open their own sources on their nodes."""
     from stream.cluster.figures import ray_section, ray_summary
 
-    calibration = calibration_for(cfg, specs, sources)
-    for source in sources:  # the driver opened each once, for its one-line errors and its facts
-        source.close()
-    sources.clear()
+    calibration = calibration_for(cfg, specs, sources)  # the driver opened each source once: errors and facts
     print(f"joining Ray ({cfg.ray_address or 'local, on this machine'})...", flush=True)
     cluster = connect(cfg.ray_address)
     app, ledger = None, None
@@ -113,9 +110,7 @@ def launch_on_ray(cfg, specs, sources, plan) -> Iterator[Launched]:
             source.close()  # probed only: the stream's actor opens it again on its node
             return None
 
-        m = card.model
-        yield Launched(m, card.backend, card.device, card.precision, card.load, card.warmup_s, engine,
-                       owned=owned, add_to_report=add_to_report,
+        yield Launched(card, engine, owned=owned, add_to_report=add_to_report,
                        summary_lines=lambda report: [ray_summary(report["ray"])])
     finally:
         import ray

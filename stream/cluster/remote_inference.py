@@ -79,15 +79,7 @@ class RemoteInference(BatchStage):
         cv2.setNumThreads(1)  # OpenCV's own pool would fight the replica and the encoder for the cores
         self.receiver.start()
         try:
-            while True:
-                batch = self.mux.take(self.chunk, 0.0, self.batching.stale_s)
-                if batch.frames:
-                    self._send(batch.frames)
-                for end in batch.ended:
-                    self.in_flight.put(end)
-                if batch.finished:
-                    self.in_flight.close("end of input")
-                    break
+            self.batches(self.chunk, 0.0, self._send, self.in_flight)
         except BaseException:
             self.stop.set()  # the receiver ends on a stop or on the end marker: never leave it waiting
             raise

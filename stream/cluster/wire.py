@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.spec import ModelInfo
-from stream.backends import LoadRecord
 from stream.media.truncation import DecodeCheck
 from stream.pipeline.frames import Prediction
+from stream.session.launch import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -37,16 +36,8 @@ class Reply:
     node: str
 
 
-@dataclass(frozen=True)
-class ModelCard:
-    """What the replicas loaded, for the streams (labels, preprocessing) and the report."""
-
-    model: ModelInfo
-    backend: str
-    device: str
-    precision: str
-    load: LoadRecord
-    warmup_s: float
+# What the replicas loaded, for the streams (labels, preprocessing) and the report: the session's own record.
+ModelCard = LoadedModel
 
 
 @dataclass

@@ -35,16 +35,18 @@ class Sink(Protocol):
 
 
 @dataclass(frozen=True)
-class VideoSummary:
+class FileSummary:
     path: str
-    written: int
-    codec: str
+    written: int  # frames (a video) or lines (a log) this stream wrote
 
 
 @dataclass(frozen=True)
-class LogSummary:
-    path: str
-    written: int  # lines this stream wrote (a log shared by several streams counts each stream's own)
+class VideoSummary(FileSummary):
+    codec: str = "auto"
+
+
+class LogSummary(FileSummary):
+    """A log shared by several streams counts each stream's own lines."""
 
 
 @dataclass(frozen=True)

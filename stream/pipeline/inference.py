@@ -43,6 +43,19 @@ class BatchStage(Worker):
         self.batching, self.top = batching, top
         self.undelivered: list[Classified] = []  # classified when the run stopped: the engine drains them
 
+    def batches(self, size: int, timeout_s: float, process, out: FrameQueue) -> None:
+        """Batches from the mux until every stream has ended: each to `process`; a stream's end is passed to `out`
+        after its last frame, the run's end last."""
+        while True:
+            batch = self.mux.take(size, timeout_s, self.batching.stale_s)
+            if batch.frames:
+                process(batch.frames)
+            for end in batch.ended:
+                out.put(end)
+            if batch.finished:
+                out.close("end of input")
+                return
+
     def predictions(self, frames: list[Frame], tops, times: list[StageTimes], done_at: float) -> list[Classified]:
         results = []
         for frame, top, t in zip(frames, tops, times, strict=True):
@@ -73,16 +86,7 @@ class InferenceThread(BatchStage):
     def work(self) -> None:
         # OpenCV's own pool would fight the backend's threads for the same cores.
         cv2.setNumThreads(1)
-        b = self.batching
-        while True:
-            batch = self.mux.take(b.size, b.timeout_s, b.stale_s)
-            if batch.frames:
-                self._process(batch.frames)
-            for end in batch.ended:
-                self.outbox.put(end)
-            if batch.finished:
-                self.outbox.close("end of input")
-                return
+        self.batches(self.batching.size, self.batching.timeout_s, self._process, self.outbox)
 
     def _process(self, frames: list[Frame]) -> None:
         t0 = time.perf_counter()

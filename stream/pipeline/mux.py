@@ -94,6 +94,8 @@ class StreamMux:
             if buf is None or buf.closed is not None:  # the stream was removed: its late frames are never shown
                 if buf is not None:
                     buf.dropped_stop += 1
+                elif stream in self._retired:  # ... even after its lane left the rounds: still counted
+                    self._retired[stream]["at_stop"] += 1
                 return
             if buf.lane.live:
                 while len(buf.frames) >= buf.lane.size:

@@ -21,14 +21,21 @@ from stream.media.streams import StreamSpec
 from stream.session.plan import RunPlan
 
 
-@dataclass
-class Launched:
+@dataclass(frozen=True)
+class LoadedModel:
+    """What was loaded, wherever: for the streams (labels, preprocessing), the dashboard and the report."""
+
     model: ModelInfo
     backend: str
     device: str
     precision: str
     load: LoadRecord
     warmup_s: float
+
+
+@dataclass
+class Launched:
+    loaded: LoadedModel
     engine: Callable  # (the run's totals collector, the run's Outputs) → an engine (stream.session.session.Engine)
     device_peak_mb: Callable[[], float | None] = lambda: None
     # The engine's use of a source the orchestrator opened: the local engine reads it; Ray only probed it.
@@ -95,7 +102,7 @@ def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], pl
             return LocalEngine(stage, Renderer(model.random_weights), batching, totals, plan.reconnect, outputs,
                                open_stream, cfg.keep_running)
 
-        yield Launched(model, backend.name, backend.device, backend.precision, backend.load, warmup_s, engine,
-                       backend.device_peak_mb)
+        loaded = LoadedModel(model, backend.name, backend.device, backend.precision, backend.load, warmup_s)
+        yield Launched(loaded, engine, backend.device_peak_mb)
     finally:
         backend.close()

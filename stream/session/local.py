@@ -175,7 +175,7 @@ class LocalEngine:
                 sink.close()
             except Exception as exc:  # noqa: BLE001 - every sink gets its chance; the first failure is reported
                 self.errors.append(exc)
-        s.sinks = []
+        s.sinks = s.slot.sinks = []  # a long service must not keep what its departed streams wrote to
         if s.removed is not None and not s.removed.done():
             s.removed.set_result(s.summaries)
 
@@ -240,7 +240,7 @@ class LocalEngine:
                     sink.close()
                 except Exception as exc:  # noqa: BLE001 - every sink must get its chance to finalise
                     failures.append(exc)
-            s.sinks = []
+            s.sinks = s.slot.sinks = []
             if s.removed is not None and not s.removed.done():
                 s.removed.set_result(s.summaries)
             if not s.source_closed and not s.capture.is_alive():  # one that missed its join may still read

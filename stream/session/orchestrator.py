@@ -123,16 +123,17 @@ class Run:
 
     def _observe(self, launched: Launched, interrupts) -> RunOutcome:
         cfg, plan = self.cfg, self.plan
-        model = launched.model
+        loaded = launched.loaded
+        model = loaded.model
         self.info = RunInfo(self.sources[0].info if self.sources else None, model.name, model.weights,
-                            model.random_weights, launched.backend, launched.device, launched.precision,
+                            model.random_weights, loaded.backend, loaded.device, loaded.precision,
                             plan.batching.size, plan.streams[0].policy if plan.streams else "latest", cfg.resize,
-                            model.preprocess.interpolation)
+                            model.preprocess.interpolation, cfg.engine)
         session = Session(plan.batching.size, self._ui(), launched.device_peak_mb, cfg.keep_running)
         self.session = session
         try:
             session.engine = launched.engine(session.totals, self.outputs)
-            self.load = LoadTimes(launched.load, launched.warmup_s, time.perf_counter() - self.process_start)
+            self.load = LoadTimes(loaded.load, loaded.warmup_s, time.perf_counter() - self.process_start)
             sources, self.sources = self.sources, []
             for i, (spec, stream_plan) in enumerate(zip(self.specs, plan.streams, strict=True)):
                 try:

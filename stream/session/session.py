@@ -175,6 +175,8 @@ class Session:
         rows = []
         for slot in self.slots:
             live, stats = self.engine.live(slot.id, now), slot.stats
+            if live.state == REMOVED:  # its row lives on in the report; a long service's view holds who is there
+                continue
             # A stream that has ended is shown as it was at its end: its rolling windows must not fill with idle
             # time while the others run on (that would turn its verdict).
             ended = live.state in (ENDED, FAILED, REMOVED) and stats.last_rendered_at is not None
