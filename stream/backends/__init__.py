@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from models.spec import ModelInfo
+from stream.backends.cores import available_cores as available_cores  # the one name callers import
 from stream.errors import UserError
 
 if TYPE_CHECKING:

@@ -8,7 +8,6 @@ encode need (threaded 720p pipeline ≈ 35 → 40 fps).
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 
 import numpy as np
@@ -16,17 +15,11 @@ import numpy as np
 from models.spec import ModelRequest
 from stream.backends import BackendOptions, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache
+from stream.backends.cores import available_cores
 from stream.backends.quantize import onnx_for
 from stream.errors import UserError
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def choose_providers(device: str, available: list[str]) -> tuple[list[str], str]:

@@ -23,8 +23,8 @@ import numpy as np
 from models.spec import ModelRequest, package_version
 from stream.backends import HINTS, BackendOptions, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache, Lookup
+from stream.backends.cores import available_cores
 from stream.backends.onnx_model import cache_status
-from stream.backends.onnxruntime_backend import available_cores
 from stream.backends.progress import BuildProgress
 from stream.backends.quantize import onnx_for
 from stream.errors import UserError
