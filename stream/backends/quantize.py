@@ -109,7 +109,7 @@ def get_int8_model(request: ModelRequest, cache: ArtifactCache, calibration: Cal
         # A new calibration set, method or frame count: a new entry beside the old one, and the reason told.
         status = f"miss (calibration settings changed: {other})"
         print(f"no cached int8 model for {request.name} with these settings ({other}); quantizing", flush=True)
-    from stream.lab.inputs import load_frames
+    from stream.media.stills import load_frames
     from stream.pipeline.preprocess import make_preprocessor
 
     images = load_frames(cal.path, cal.frames, flag="--calibration")  # a bad set fails before the export

@@ -66,7 +66,7 @@ def _batches(preprocess, frames: list, size: int) -> tuple[list, float]:
 def measure(job: Job, result: dict) -> None:
     from models.spec import ModelRequest
     from stream.backends import BackendOptions, backend_class
-    from stream.lab.inputs import load_frames
+    from stream.media.stills import load_frames
     from stream.observe.stats import peak_rss_mb
     from stream.pipeline.preprocess import make_preprocessor
 
@@ -149,7 +149,7 @@ def _eval_pass(job: Job, backend, preprocess, result: dict) -> None:
     (the last, partial batch is a shape of its own), on a few kept batches of each size.
     """
     from stream.errors import UserError
-    from stream.lab.inputs import read_images
+    from stream.media.stills import read_images
 
     read, skipped, logits, sizes, preprocess_s = [], [], [], [], 0.0
     pool: dict[int, list] = {}
