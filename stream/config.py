@@ -8,12 +8,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from stream.backends import BACKEND_NAMES as BACKENDS
-from stream.backends import HINTS, PRECISIONS, check_precision
+from stream.backends import check_offered
 from stream.backends.quantize import METHODS as CALIBRATION_METHODS
 from stream.errors import UserError
 
 DROP_POLICIES = ("auto", "latest", "block")
-TRT_CONVERTERS = ("onnx", "torch2trt")
 TRISTATE = ("auto", "on", "off")
 RESIZE_MODES = ("faithful", "fast")  # stream.pipeline.preprocess: the weights' own transform, or a cheaper inexact one
 CODECS = ("auto", "h264", "mp4v", "mjpg")  # stream.outputs.video_writer
@@ -150,15 +149,15 @@ def validate(cfg: Config) -> None:
         raise bad("calibration_frames", cfg.calibration_frames, "use 1 to 4096 frames")
     if cfg.status_every <= 0:
         raise bad("status_every", cfg.status_every, "use a positive number of seconds")
-    for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKENDS), ("precision", PRECISIONS),
-                         ("trt_converter", TRT_CONVERTERS), ("resize", RESIZE_MODES), ("openvino_hint", HINTS),
+    for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKENDS), ("resize", RESIZE_MODES),
                          ("calibration_method", CALIBRATION_METHODS), ("codec", CODECS),
                          ("display", TRISTATE), ("dashboard", TRISTATE), ("reconnect", TRISTATE)):
         if getattr(cfg, key) not in choices:
             raise bad(key, getattr(cfg, key), f"choose one of {', '.join(choices)}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):
         raise bad("device", cfg.device, "use auto, cpu, cuda or cuda:N")
-    check_precision(cfg.backend, cfg.precision)
+    check_offered(cfg.backend, precision=cfg.precision, device=cfg.device, hint=cfg.openvino_hint,
+                  converter=cfg.trt_converter)
     if cfg.precision == "fp16" and cfg.device == "cpu":
         raise UserError("--precision fp16 needs a CUDA GPU; use --precision fp32 on CPU")
     if cfg.serve is not None:

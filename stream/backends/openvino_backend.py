@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from models.spec import ModelRequest, package_version
-from stream.backends import HINTS, BackendOptions, LoadRecord, resolve_precision, timed_warmup
+from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache, Lookup
 from stream.backends.cores import available_cores
 from stream.backends.onnx_model import cache_status
@@ -32,8 +32,9 @@ from stream.errors import UserError
 
 def choose_hint(hint: str, max_batch: int) -> str:
     """auto: latency when frames come one at a time (live sources run at batch 1), else throughput."""
-    if hint not in HINTS:
-        raise UserError(f"unknown OpenVINO hint {hint!r}; use {', '.join(HINTS)}")
+    hints = OpenVinoBackend.capabilities.hints
+    if hint not in hints:
+        raise UserError(f"unknown OpenVINO hint {hint!r}; use {', '.join(hints)}")
     if hint != "auto":
         return hint
     return "latency" if max_batch <= 1 else "throughput"
@@ -51,6 +52,9 @@ class OpenVinoBackend:
     runtime_modules = ("openvino",)
     input_device = "cpu"
     device = "cpu"
+    # fp16 is not offered on the CPU plugin; auto hint: latency at batch 1, else throughput (choose_hint).
+    capabilities = Capabilities(("fp32", "int8"), cpu_bound=True, devices=("cpu",),
+                                hints=("auto", "latency", "throughput"))
 
     @staticmethod
     def check_available() -> None:
@@ -66,9 +70,7 @@ class OpenVinoBackend:
         if options.device.startswith("cuda"):
             raise UserError("--backend openvino runs on the CPU here; drop --device, or use --trt for an "
                             "NVIDIA GPU")
-        self.precision = resolve_precision(options.precision, "fp32")
-        if self.precision == "fp16":
-            raise UserError("--precision fp16 with OpenVINO is not offered on CPU; use fp32 or int8")
+        self.precision = resolve_precision(self.name, options.precision)
         self.hint = choose_hint(options.hint, options.max_batch)
         self.threads = options.threads or available_cores()
         cache = ArtifactCache(options.cache_dir)

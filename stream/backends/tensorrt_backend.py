@@ -24,15 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from models.spec import ModelRequest
-from stream.backends import BackendOptions, LoadRecord, resolve_precision, timed_warmup
+from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache, Lookup
 from stream.backends.onnx_model import cache_status
 from stream.backends.progress import BuildProgress
 from stream.backends.quantize import onnx_for
 from stream.backends.tensorrt_build import allows_tf32, build_onnx, build_torch2trt, check_torch2trt_supported
 from stream.errors import UserError
-
-CONVERTERS = ("onnx", "torch2trt")
 
 
 def missing_requirements(has_tensorrt: bool, gpu_count: int, has_torch2trt: bool | None = None) -> list[str]:
@@ -60,6 +58,9 @@ def _gpu_count() -> int:
 class TensorRTBackend:
     name = "tensorrt"
     runtime_modules = ("torch", "tensorrt")  # imported before the load, so `bench` can time imports apart
+    # int8 is the symmetric Q/DQ model built strongly typed; torch2trt builds on TensorRT 10 only.
+    capabilities = Capabilities(("fp32", "fp16", "int8"), cpu_bound=False, devices=("cuda",),
+                                default_precision="fp16", converters=("onnx", "torch2trt"))
 
     @staticmethod
     def check_available(converter: str = "onnx") -> None:
@@ -72,8 +73,9 @@ class TensorRTBackend:
         import tensorrt as trt
         import torch
 
-        if options.trt_converter not in CONVERTERS:
-            raise UserError(f"unknown --trt-converter {options.trt_converter!r}; use one of {', '.join(CONVERTERS)}")
+        converters = self.capabilities.converters
+        if options.trt_converter not in converters:
+            raise UserError(f"unknown --trt-converter {options.trt_converter!r}; use one of {', '.join(converters)}")
         if options.trt_converter == "torch2trt":
             check_torch2trt_supported(trt)
             if options.precision == "int8":
@@ -84,7 +86,7 @@ class TensorRTBackend:
             raise UserError("--trt runs on a CUDA GPU; drop --device cpu, or use --backend onnxruntime on CPU")
         self.device = "cuda:0" if options.device in ("auto", "cuda") else options.device
         self.input_device = self.device
-        self.precision = resolve_precision(options.precision, "fp16")
+        self.precision = resolve_precision(self.name, options.precision)
         self._trt, self._torch = trt, torch
         self._max_batch = max(1, options.max_batch)
         with torch.cuda.device(self.device):  # the thread's current device, for this block only

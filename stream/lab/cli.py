@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from stream.argparsing import OneLineParser
-from stream.backends import runs
+from stream.backends import converter_choices, offering, precision_choices, runs
 from stream.backends.quantize import DEFAULT_FRAMES, DEFAULT_METHOD, METHODS, Calibration
-from stream.config import BACKENDS, PRECISIONS, RESIZE_MODES, TRT_CONVERTERS
+from stream.config import BACKENDS, RESIZE_MODES
 from stream.errors import Terminated, UserError
 from stream.interrupts import EXIT_SIGINT, EXIT_SIGTERM
 
@@ -60,7 +60,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive(int), help="intra-op threads of the CPU backends (default: 1 per core)")
     p.add_argument("--cache-dir", help="keep exports/engines here (default: a fresh cache in --out, deleted "
                                        "at the end, so first starts measure the build)")
-    p.add_argument("--trt-converter", choices=TRT_CONVERTERS, default="onnx")
+    p.add_argument("--trt-converter", choices=converter_choices(), default="onnx")
     p.add_argument("--resize", choices=RESIZE_MODES, default="faithful",
                    help="faithful: the weights' own antialiased transform (default); fast: inexact, for comparison")
     p.add_argument("--calibration",
@@ -77,8 +77,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                     "change against PyTorch fp32 and a real-time verdict for every model/backend/precision/batch, "
                     "each measured in fresh processes.")
     _common(bench)
-    bench.add_argument("--precision", type=_list(str, PRECISIONS), default=["auto"],
-                       help="comma list (default auto); int8 rows run on onnxruntime, openvino and tensorrt")
+    bench.add_argument("--precision", type=_list(str, precision_choices()), default=["auto"],
+                       help=f"comma list (default auto); int8 rows run on {', '.join(offering('precisions', 'int8'))}")
     bench.add_argument("--batch", type=_list(int), default=[1, 8], help="comma list of batch sizes (default 1,8)")
     bench.add_argument("--warmup", type=_positive(int), default=5, help="untimed batches per start (default 5)")
     bench.add_argument("--repeats", type=_positive(int), default=30, help="timed batches per warm start (default 30)")
@@ -99,8 +99,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     src.add_argument("--data", help="folder with one sub-folder of images per class (ImageNet name or WordNet id); "
                                     "default: a sample set of 52 real photographs in 4 classes")
     src.add_argument("--labels", help="CSV of path,label (paths relative to the CSV)")
-    ev.add_argument("--precision", type=_list(str, PRECISIONS), default=["auto"],
-                    help="comma list (default auto); int8 rows run on onnxruntime, openvino and tensorrt")
+    ev.add_argument("--precision", type=_list(str, precision_choices()), default=["auto"],
+                    help=f"comma list (default auto); int8 rows run on {', '.join(offering('precisions', 'int8'))}")
     ev.add_argument("--batch", type=_list(int), default=[8], help="batch size (default 8)")
     ev.add_argument("--warmup", type=_positive(int), default=2)
     ev.add_argument("--out", help="report folder (default out/eval-<time>)")
