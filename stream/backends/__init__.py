@@ -47,6 +47,17 @@ class BackendOptions:
     calibration: Calibration | None = None  # int8's calibration frames; None: the sample clip, 64 frames, minmax
     hint: str = "auto"  # latency for live sources, throughput for files (OpenVINO)
 
+    @classmethod
+    def from_settings(cls, settings, *, batch: int, live: bool, threads: int | None,
+                      calibration: Calibration | None) -> BackendOptions:
+        """What the backend is told, from the settings the user gave (a `BackendSettings`: a Config, a lab
+        Job), alike for the run, every Ray replica and the lab's workers. `threads` and `calibration` are the
+        caller's resolved ones (the plan's thread count; `--calibration source` made a path). OpenVINO's
+        auto hint becomes latency when any source is live; otherwise the backend chooses by batch."""
+        hint = "latency" if live and settings.openvino_hint == "auto" else settings.openvino_hint
+        return cls(settings.device, settings.precision, batch, settings.cache_dir, threads, settings.trt_converter,
+                   calibration, hint)
+
 
 @dataclass(frozen=True)
 class LoadRecord:
