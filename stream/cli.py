@@ -8,16 +8,13 @@ import sys
 import time
 
 from stream.argparsing import OneLineParser
+from stream.backends import auto_precisions, offering, precision_choices
+from stream.backends.settings import add_backend_flags
 from stream.config import (
     BACKENDS,
-    CALIBRATION_METHODS,
     CODECS,
     DROP_POLICIES,
     ENGINES,
-    HINTS,
-    PRECISIONS,
-    RESIZE_MODES,
-    TRT_CONVERTERS,
     Config,
     load_toml,
     merge,
@@ -58,26 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"inference backend; onnxruntime is the optimised CPU path (default {d.backend})")
     p.add_argument("--trt", dest="backend", action="store_const", const="tensorrt",
                    help="= --backend tensorrt (NVIDIA GPU; see requirements-gpu.txt)")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help="fp16 needs a CUDA GPU; int8 (onnxruntime, openvino, tensorrt) is calibrated on real frames "
-                        "(default auto: fp16 for TensorRT, fp32 otherwise)")
-    p.add_argument("--calibration", help="int8: video, image or image folder to calibrate on, or 'source' for the "
-                                         "run's own file (default: the sample clip)")
-    p.add_argument("--calibration-frames", type=int,
-                   help=f"int8: frames to calibrate on (default {d.calibration_frames})")
-    p.add_argument("--calibration-method", choices=CALIBRATION_METHODS,
-                   help=f"int8: how activation ranges are chosen (default {d.calibration_method})")
-    p.add_argument("--openvino-hint", choices=HINTS,
-                   help="OpenVINO performance hint (default auto: latency for live sources, throughput for files)")
-    p.add_argument("--trt-converter", choices=TRT_CONVERTERS,
-                   help="how the TensorRT engine is built: TensorRT's ONNX parser (default) or torch2trt")
-    p.add_argument("--cache-dir", help="where exported ONNX models and TensorRT engines are kept "
-                                       "(default ~/.cache/stream-classifier, or $STREAM_CLASSIFIER_CACHE)")
-    p.add_argument("--resize", choices=RESIZE_MODES,
-                   help="faithful (default): the model weights' own antialiased resize, as torchvision computes it; "
-                        "fast: one bilinear warp without antialiasing, cheaper but it changes labels")
-    p.add_argument("--threads", type=int, help="intra-op threads for the CPU backends (default: one per core)")
+    p.add_argument("--precision", choices=precision_choices(),
+                   help=f"fp16 needs a CUDA GPU; int8 ({', '.join(offering('precisions', 'int8'))}) is calibrated on "
+                        f"real frames (default auto: {auto_precisions()})")
+    add_backend_flags(p)
     p.add_argument("--batch", type=int, help="batch size for the model, filled across streams (default: 8 for "
                                              "files read losslessly; for live sources one per stream, up to 8)")
     p.add_argument("--batch-timeout-ms", type=float,

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from stream.backends import BACKEND_NAMES as BACKENDS
-from stream.backends import HINTS, PRECISIONS, check_precision
-from stream.backends.quantize import METHODS as CALIBRATION_METHODS
+from stream.backends import check_offered
+from stream.backends.settings import BackendSettings
 from stream.errors import UserError
 
 DROP_POLICIES = ("auto", "latest", "block")
-TRT_CONVERTERS = ("onnx", "torch2trt")
 TRISTATE = ("auto", "on", "off")
-RESIZE_MODES = ("faithful", "fast")  # stream.pipeline.preprocess: the weights' own transform, or a cheaper inexact one
 CODECS = ("auto", "h264", "mp4v", "mjpg")  # stream.outputs.video_writer
 ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(BackendSettings):  # the backend's settings first: device, precision, threads, cache_dir, ...
     source: tuple[str, ...] = ()  # --source, repeatable; none: the bundled sample clip (unless --sources)
     sources: str | None = None  # a TOML file of [[source]] tables (stream.media.streams)
     output: str | None = None
@@ -30,8 +27,6 @@ class Config:
     model: str = "alexnet"
     weights: str = "imagenet"
     backend: str = "torch"
-    device: str = "auto"
-    precision: str = "auto"  # fp16 for TensorRT, fp32 for the others
     batch: int | None = None  # None: 8 for a file read losslessly (throughput), 1 for live sources (latency)
     queue_size: int | None = None  # frames buffered per stream; None: 2 for live streams, 8 for files
     drop_policy: str = "auto"
@@ -48,14 +43,6 @@ class Config:
     latency_budget_ms: float | None = None  # None: 2 frame periods + the model's p95 (stream.observe.realtime)
     warmup: int = 5
     status_every: float = 5.0
-    cache_dir: str | None = None  # exported ONNX models and TensorRT engines; None: the user cache dir
-    threads: int | None = None  # intra-op threads for the CPU backends; None: one per available core
-    trt_converter: str = "onnx"
-    resize: str = "faithful"
-    calibration: str | None = None  # int8: video, image or folder to calibrate on; "source": the run's file
-    calibration_frames: int = 64
-    calibration_method: str = "minmax"
-    openvino_hint: str = "auto"  # OpenVINO: latency for live sources, throughput for files
     serve: str | None = None  # [HOST:]PORT of the browser preview, /api/status and /metrics (stream.web)
     serve_token: str | None = None  # required of every request to --serve but /healthz, when given
     codec: str = "auto"  # --output's codec: h264 for .mp4 when PyAV has libx264, mjpg for .avi
@@ -145,21 +132,15 @@ def validate(cfg: Config) -> None:
         raise bad("max_reconnects", cfg.max_reconnects, "use 0 or more attempts")
     if cfg.latency_budget_ms is not None and not 0 < cfg.latency_budget_ms <= 600_000:
         raise bad("latency_budget_ms", cfg.latency_budget_ms, "use a positive number of milliseconds")
-    if cfg.threads is not None and not 1 <= cfg.threads <= 256:
-        raise bad("threads", cfg.threads, "use 1 to 256 threads")
-    if not 1 <= cfg.calibration_frames <= 4096:
-        raise bad("calibration_frames", cfg.calibration_frames, "use 1 to 4096 frames")
     if cfg.status_every <= 0:
         raise bad("status_every", cfg.status_every, "use a positive number of seconds")
-    for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKENDS), ("precision", PRECISIONS),
-                         ("trt_converter", TRT_CONVERTERS), ("resize", RESIZE_MODES), ("openvino_hint", HINTS),
-                         ("calibration_method", CALIBRATION_METHODS), ("codec", CODECS),
+    for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKENDS), ("codec", CODECS),
                          ("display", TRISTATE), ("dashboard", TRISTATE), ("reconnect", TRISTATE)):
         if getattr(cfg, key) not in choices:
             raise bad(key, getattr(cfg, key), f"choose one of {', '.join(choices)}")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):
-        raise bad("device", cfg.device, "use auto, cpu, cuda or cuda:N")
-    check_precision(cfg.backend, cfg.precision)
+    cfg.check_values()
+    check_offered(cfg.backend, precision=cfg.precision, device=cfg.device, hint=cfg.openvino_hint,
+                  converter=cfg.trt_converter)
     if cfg.precision == "fp16" and cfg.device == "cpu":
         raise UserError("--precision fp16 needs a CUDA GPU; use --precision fp32 on CPU")
     if cfg.serve is not None:

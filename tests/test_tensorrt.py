@@ -358,3 +358,76 @@ def test_torch2trt_with_int8_is_refused_in_one_line(monkeypatch):
     with pytest.raises(UserError, match="default --trt-converter onnx"):
         TensorRTBackend(ModelRequest("alexnet", "random"),
                         BackendOptions(device="cuda", precision="int8", trt_converter="torch2trt"))
+
+
+# ------------------------------------------- the engine's cache flow against stand-ins for tensorrt and torch
+
+
+class FakeEngine:
+    num_io_tensors = 2
+    device_memory_size_v2 = 0
+
+    def __init__(self, plan: bytes) -> None:
+        self.plan = plan
+
+    def create_execution_context(self):
+        return object()
+
+    def get_tensor_name(self, i):
+        return ("input", "logits")[i]
+
+    def get_tensor_mode(self, name):
+        return name == "input"  # FakeTensorRT.TensorIOMode.INPUT is True
+
+    def get_tensor_dtype(self, name):
+        return "f32"
+
+
+def _fake_runtime_trt() -> FakeTensorRT:
+    trt = FakeTensorRT()
+    trt.ILogger = type("ILogger", (), {"__init__": lambda self: None,
+                                       "Severity": SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2)})
+    # An engine deserialises from what the fake builder wrote; anything else is "corrupt".
+    trt.Runtime = lambda logger: SimpleNamespace(
+        deserialize_cuda_engine=lambda data: FakeEngine(data) if data == b"plan" else None)
+    trt.TensorIOMode = SimpleNamespace(INPUT=True, OUTPUT=False)
+    trt.float32, trt.float16 = "f32", "f16"
+    return trt
+
+
+def _fake_cuda_torch():
+    props = SimpleNamespace(name="Fake GPU", major=9, minor=0)
+    cuda = SimpleNamespace(get_device_properties=lambda device: props, mem_get_info=lambda device: (8 << 30, 16 << 30),
+                           Stream=lambda device: object(), reset_peak_memory_stats=lambda device: None)
+    return SimpleNamespace(cuda=cuda, version=SimpleNamespace(cuda="13.0"), float32="torch.float32",
+                           float16="torch.float16")
+
+
+def test_the_engine_is_built_once_then_loaded_and_a_corrupt_one_rebuilt(tmp_path, monkeypatch, capsys):
+    """The engine goes through the cache's one load-or-build flow: miss (built), hit, rebuilt (why)."""
+    from models import ModelRequest
+    from stream.backends import BackendOptions
+    from stream.backends import tensorrt_backend as tb
+    from stream.backends.onnx_model import OnnxModel
+
+    onnx = OnnxModel(tmp_path / "m.onnx", SimpleNamespace(name="alexnet"), (3, 224, 224), 0.0, None, "hit")
+    monkeypatch.setattr(tb, "onnx_for", lambda *args, **kwargs: onnx)
+
+    def load():
+        backend = tb.TensorRTBackend.__new__(tb.TensorRTBackend)
+        backend.precision, backend.device, backend._max_batch = "fp16", "cuda:0", 2
+        backend._trt, backend._torch = _fake_runtime_trt(), _fake_cuda_torch()
+        backend._load(ModelRequest("alexnet", "random"), BackendOptions(device="cuda", cache_dir=str(tmp_path)))
+        return backend
+
+    first = load()
+    assert first.load.cache == "miss" and first.load.build_s is not None and first._engine.plan == b"plan"
+    assert "building the TensorRT engine for alexnet" in capsys.readouterr().out
+    second = load()
+    assert second.load.cache == "hit" and second.load.build_s is None and second.load.artifact == first.load.artifact
+    sidecar = json.loads(Path(first.load.artifact + ".json").read_text())
+    assert sidecar["meta"]["build_s"] >= 0 and sidecar["fields"]["gpu"] == "Fake GPU"
+    Path(first.load.artifact).write_bytes(b"junk")  # same size as "plan": only the checksum catches it
+    third = load()
+    assert third.load.cache.startswith("rebuilt (") and "checksum" in third.load.cache
+    assert "cached TensorRT engine for alexnet is unusable" in capsys.readouterr().out

@@ -15,14 +15,25 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from models.spec import ModelInfo
-from stream.errors import UserError
+from stream.backends.cores import available_cores as available_cores  # the one name callers import
+from stream.backends.registry import (  # noqa: F401 - the package's names for what the registry holds
+    BACKEND_NAMES,
+    Capabilities,
+    auto_precisions,
+    backend_class,
+    capabilities,
+    check_offered,
+    check_precision,
+    converter_choices,
+    hint_choices,
+    offering,
+    precision_choices,
+    resolve_precision,
+    runs,
+)
 
 if TYPE_CHECKING:
     from stream.backends.quantize import Calibration
-
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
-INT8_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
-HINTS = ("auto", "latency", "throughput")  # OpenVINO's performance hint; auto: latency at batch 1
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,17 @@ class BackendOptions:
     trt_converter: str = "onnx"  # onnx (TensorRT's ONNX parser) | torch2trt
     calibration: Calibration | None = None  # int8's calibration frames; None: the sample clip, 64 frames, minmax
     hint: str = "auto"  # latency for live sources, throughput for files (OpenVINO)
+
+    @classmethod
+    def from_settings(cls, settings, *, batch: int, live: bool, threads: int | None,
+                      calibration: Calibration | None) -> BackendOptions:
+        """What the backend is told, from the settings the user gave (a `BackendSettings`: a Config, a lab
+        Job), alike for the run, every Ray replica and the lab's workers. `threads` and `calibration` are the
+        caller's resolved ones (the plan's thread count; `--calibration source` made a path). OpenVINO's
+        auto hint becomes latency when any source is live; otherwise the backend chooses by batch."""
+        hint = "latency" if live and settings.openvino_hint == "auto" else settings.openvino_hint
+        return cls(settings.device, settings.precision, batch, settings.cache_dir, threads, settings.trt_converter,
+                   calibration, hint)
 
 
 @dataclass(frozen=True)
@@ -69,96 +91,9 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def _torch() -> type:
-    from stream.backends.torch_backend import TorchBackend
-
-    return TorchBackend
-
-
-def _onnxruntime() -> type:
-    from stream.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-    OnnxRuntimeBackend.check_available()
-    return OnnxRuntimeBackend
-
-
-def _openvino() -> type:
-    from stream.backends.openvino_backend import OpenVinoBackend
-
-    OpenVinoBackend.check_available()
-    return OpenVinoBackend
-
-
-def _tensorrt() -> type:
-    from stream.backends.tensorrt_backend import TensorRTBackend
-
-    TensorRTBackend.check_available()
-    return TensorRTBackend
-
-
-# name → loader of the backend's class; loaders import lazily so GPU libraries load only on demand.
-# The one list of backend names: the config, the command lines and bench read it from here.
-BACKENDS: dict[str, Callable[[], type]] = {"torch": _torch, "onnxruntime": _onnxruntime, "openvino": _openvino,
-                                           "tensorrt": _tensorrt}
-BACKEND_NAMES = tuple(BACKENDS)
-
-
-def backend_class(name: str) -> type:
-    """The class for `name`, or a UserError naming what is missing; call before loading a model."""
-    try:
-        loader = BACKENDS[name]
-    except KeyError:
-        raise UserError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}") from None
-    return loader()
-
-
 def timed_warmup(infer: Callable[[Any], np.ndarray], dummy: Any, iterations: int) -> float:
     """Untimed-for-the-run iterations (lazy initialisation, allocator growth); seconds they took."""
     started = time.perf_counter()
     for _ in range(iterations):
         infer(dummy)
     return time.perf_counter() - started
-
-
-def resolve_precision(requested: str, default: str) -> str:
-    if requested not in PRECISIONS:
-        raise UserError(f"unknown precision {requested!r}; use {', '.join(PRECISIONS)}")
-    return default if requested == "auto" else requested
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a backend can do, readable without importing its runtime."""
-
-    precisions: tuple[str, ...]
-    cpu_bound: bool  # its model runs on the CPU cores the pipeline shares (threads are planned for it)
-
-
-_CAPABILITIES = {
-    "torch": Capabilities(("fp32", "fp16"), False),
-    "onnxruntime": Capabilities(("fp32", "fp16", "int8"), True),
-    "openvino": Capabilities(("fp32", "fp16", "int8"), True),
-    "tensorrt": Capabilities(("fp32", "fp16", "int8"), False),
-}
-
-
-def capabilities(name: str) -> Capabilities:
-    return _CAPABILITIES[name]
-
-
-def available_cores() -> int:
-    from stream.backends.onnxruntime_backend import available_cores as cores
-
-    return cores()
-
-
-def runs(backend: str, precision: str) -> bool:
-    """Whether `backend` offers `precision` at all (int8 needs a calibrated Q/DQ model)."""
-    return precision != "int8" or backend in INT8_BACKENDS
-
-
-def check_precision(backend: str, precision: str) -> None:
-    """int8 only where a calibrated int8 model can run: one line naming those backends."""
-    if not runs(backend, precision):
-        raise UserError(f"--precision int8 runs on {', '.join(INT8_BACKENDS)} (a calibrated QDQ model), not on "
-                        f"{backend}; add --backend onnxruntime for the CPU")

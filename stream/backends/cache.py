@@ -16,11 +16,15 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from models.spec import file_sha256
+from stream.backends.progress import BuildProgress
 from stream.errors import UserError
+
+T = TypeVar("T")
 
 SIDECAR_FORMAT = 3  # 3: model metadata records the resize interpolation
 
@@ -49,6 +53,29 @@ class Lookup:
     def stale(self) -> bool:
         """A miss on something that was there but unusable: the user is told it is rebuilt."""
         return not self.hit and self.reason != "not cached yet"
+
+
+class Unusable(Exception):
+    """Raised by an artifact's reader: the entry passed its checks but cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Build(Generic[T]):
+    """What a miss builds, made ready (weights loaded, frames read) before the timed build starts."""
+
+    announce: str  # the build's first line: what is built, that it happens once, where it is kept
+    write: Callable[[Path, BuildProgress], dict | None]  # the artifact into this path; extra sidecar records
+    result: Callable[[Path], T]  # the value of the artifact just stored
+    meta: dict = field(default_factory=dict)  # sidecar records known before the build
+
+
+@dataclass(frozen=True)
+class Loaded(Generic[T]):
+    value: T
+    artifact: Path
+    cache: str  # "hit" | "miss" | "miss (<what changed> changed: ...)" | "rebuilt (<why the cached one was unusable>)"
+    build_s: float | None  # the build's own time when it ran now
+    load_s: float  # reading the hit, or the just-built artifact, into its runtime
 
 
 class ArtifactCache:
@@ -110,6 +137,38 @@ class ArtifactCache:
             if best is None or len(diffs) < len(best):
                 best = diffs
         return "; ".join(best[:3]) if best else None
+
+    def load_or_build(self, kind: str, fields: dict, suffix: str, *, label: str, again: str,
+                      read: Callable[[Lookup], T], build: Callable[[], Build[T]],
+                      changed: str | None = None) -> Loaded[T]:
+        """The cached artifact read by `read`, or built by `build()` and stored when it is missing or unusable.
+
+        `label` names it in messages ("ONNX model for alexnet") and `again` says what a rebuild does
+        ("exporting it again"); with `changed` ("calibration settings"), a first build beside entries of other
+        settings says which of them changed."""
+        look = self.lookup(kind, fields, suffix)
+        if look.hit:
+            started = time.perf_counter()
+            try:
+                return Loaded(read(look), look.artifact, "hit", None, time.perf_counter() - started)
+            except Unusable as exc:
+                look = replace(look, hit=False, reason=str(exc))
+        status = "miss"
+        if look.stale:
+            status = f"rebuilt ({look.reason})"
+            print(f"cached {label} is unusable ({look.reason}); {again}", flush=True)
+        elif changed and (other := self.nearest_other(kind, fields)) is not None:
+            # A new entry beside the old one (a new calibration set, say), and the reason told.
+            status = f"miss ({changed} changed: {other})"
+            print(f"no cached {label} with these settings ({other}); {again.removesuffix(' it again')}", flush=True)
+        recipe = build()
+        meta: dict[str, Any] = dict(recipe.meta)
+        with BuildProgress(recipe.announce) as progress:
+            # store() writes the sidecar after `write`, so what the build reports lands in it.
+            path = self.store(kind, fields, suffix, lambda tmp: meta.update(recipe.write(tmp, progress) or {}), meta)
+        started = time.perf_counter()
+        value = recipe.result(path)
+        return Loaded(value, path, status, progress.elapsed_s, time.perf_counter() - started)
 
     def store(self, kind: str, fields: dict, suffix: str, write: Callable[[Path], None], meta: dict) -> Path:
         """`write(path)` writes the artifact (and any companion files beside it, named after it) in a

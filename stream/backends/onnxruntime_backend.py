@@ -8,25 +8,18 @@ encode need (threaded 720p pipeline ≈ 35 → 40 fps).
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 
 import numpy as np
 
 from models.spec import ModelRequest
-from stream.backends import BackendOptions, LoadRecord, resolve_precision, timed_warmup
+from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache
+from stream.backends.cores import available_cores
 from stream.backends.quantize import onnx_for
 from stream.errors import UserError
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def choose_providers(device: str, available: list[str]) -> tuple[list[str], str]:
@@ -47,6 +40,8 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     runtime_modules = ("onnxruntime",)  # imported before the load, so `bench` can time imports apart
     input_device = "cpu"  # the session takes host arrays; a GPU provider uploads them itself
+    # fp16 needs a GPU provider (onnxruntime-gpu); int8 is the calibrated Q/DQ model.
+    capabilities = Capabilities(("fp32", "fp16", "int8"), cpu_bound=True, devices=("cpu", "cuda"))
 
     @staticmethod
     def check_available() -> None:
@@ -58,7 +53,7 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         providers, self.device = choose_providers(options.device, ort.get_available_providers())
-        self.precision = resolve_precision(options.precision, "fp32")
+        self.precision = resolve_precision(self.name, options.precision)
         if self.precision == "fp16" and self.device == "cpu":
             raise UserError("--precision fp16 with ONNX Runtime needs a GPU provider; on CPU use fp32")
         cache = ArtifactCache(options.cache_dir)

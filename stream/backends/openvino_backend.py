@@ -21,19 +21,18 @@ import time
 import numpy as np
 
 from models.spec import ModelRequest, package_version
-from stream.backends import HINTS, BackendOptions, LoadRecord, resolve_precision, timed_warmup
-from stream.backends.cache import ArtifactCache, Lookup
-from stream.backends.onnx_model import cache_status
-from stream.backends.onnxruntime_backend import available_cores
-from stream.backends.progress import BuildProgress
+from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_precision, timed_warmup
+from stream.backends.cache import ArtifactCache, Build, Lookup, Unusable
+from stream.backends.cores import available_cores
 from stream.backends.quantize import onnx_for
 from stream.errors import UserError
 
 
 def choose_hint(hint: str, max_batch: int) -> str:
     """auto: latency when frames come one at a time (live sources run at batch 1), else throughput."""
-    if hint not in HINTS:
-        raise UserError(f"unknown OpenVINO hint {hint!r}; use {', '.join(HINTS)}")
+    hints = OpenVinoBackend.capabilities.hints
+    if hint not in hints:
+        raise UserError(f"unknown OpenVINO hint {hint!r}; use {', '.join(hints)}")
     if hint != "auto":
         return hint
     return "latency" if max_batch <= 1 else "throughput"
@@ -51,6 +50,9 @@ class OpenVinoBackend:
     runtime_modules = ("openvino",)
     input_device = "cpu"
     device = "cpu"
+    # fp16 is not offered on the CPU plugin; auto hint: latency at batch 1, else throughput (choose_hint).
+    capabilities = Capabilities(("fp32", "int8"), cpu_bound=True, devices=("cpu",),
+                                hints=("auto", "latency", "throughput"))
 
     @staticmethod
     def check_available() -> None:
@@ -66,9 +68,7 @@ class OpenVinoBackend:
         if options.device.startswith("cuda"):
             raise UserError("--backend openvino runs on the CPU here; drop --device, or use --trt for an "
                             "NVIDIA GPU")
-        self.precision = resolve_precision(options.precision, "fp32")
-        if self.precision == "fp16":
-            raise UserError("--precision fp16 with OpenVINO is not offered on CPU; use fp32 or int8")
+        self.precision = resolve_precision(self.name, options.precision)
         self.hint = choose_hint(options.hint, options.max_batch)
         self.threads = options.threads or available_cores()
         cache = ArtifactCache(options.cache_dir)
@@ -85,36 +85,36 @@ class OpenVinoBackend:
         fields = {"artifact": "openvino", "onnx": onnx.path.name, "openvino": package_version("openvino"),
                   "cpu": _cpu_name(), "isa": list(core.get_property("CPU", props.device.capabilities)),
                   "hint": self.hint, "threads": self.threads, "arithmetic": "f32, no dynamic quantization"}
-        look = cache.lookup("openvino", fields, ".blob")
-        started = time.perf_counter()
-        compiled = self._import(core, look, config) if look.hit else None
-        if look.hit and compiled is None:
-            look = Lookup(look.artifact, look.sidecar, False, "OpenVINO could not import it")
-        build_s = onnx.build_s
-        if compiled is None:
-            if look.stale:
-                print(f"cached OpenVINO model for {request.name} is unusable ({look.reason}); compiling it again",
-                      flush=True)
-            with BuildProgress(f"compiling {request.name} ({self.precision}) for OpenVINO ({self.hint}): once, "
-                               f"cached in {cache.root}") as progress:
+        compiled = None
+
+        def build() -> Build:
+            def compile_and_export(tmp, progress) -> None:
+                nonlocal compiled
                 compiled = core.compile_model(core.read_model(str(onnx.path)), "CPU", config)
                 blob = compiled.export_model()
-                blob = blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob)
-                cache.store("openvino", fields, ".blob", lambda tmp: tmp.write_bytes(blob), meta={})
-            build_s = (build_s or 0.0) + progress.elapsed_s
-            started = time.perf_counter()  # the compile is build time, not load time
-        self._compiled = compiled
-        self.streams = int(compiled.get_property(props.optimal_number_of_infer_requests))
-        self._requests = [compiled.create_infer_request() for _ in range(self.streams)]
-        weights_s = onnx.weights_s + time.perf_counter() - started
-        self.load = LoadRecord(weights_s, build_s, cache_status(look), str(look.artifact))
+                tmp.write_bytes(blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob))
+
+            return Build(f"compiling {request.name} ({self.precision}) for OpenVINO ({self.hint}): once, cached in "
+                         f"{cache.root}", compile_and_export, lambda path: compiled)
+
+        got = cache.load_or_build("openvino", fields, ".blob", label=f"OpenVINO model for {request.name}",
+                                  again="compiling it again", read=lambda look: self._import(core, look, config),
+                                  build=build)
+        started = time.perf_counter()
+        self._compiled = got.value
+        self.streams = int(got.value.get_property(props.optimal_number_of_infer_requests))
+        self._requests = [got.value.create_infer_request() for _ in range(self.streams)]
+        # The compile is build time, not load time.
+        weights_s = onnx.weights_s + got.load_s + time.perf_counter() - started
+        build_s = onnx.build_s if got.build_s is None else (onnx.build_s or 0.0) + got.build_s
+        self.load = LoadRecord(weights_s, build_s, got.cache, str(got.artifact))
 
     @staticmethod
     def _import(core, look: Lookup, config: dict):
         try:
             return core.import_model(look.artifact.read_bytes(), "CPU", config)
         except Exception:  # noqa: BLE001 - a blob from another build or a corrupt file: compiled again
-            return None
+            raise Unusable("OpenVINO could not import it") from None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.spec import LITE0, ModelRequest, file_sha256, package_version
-from stream.backends.cache import ArtifactCache
-from stream.backends.onnx_model import OnnxModel, cache_status, cached_onnx, get_onnx_model, onnx_fields
-from stream.backends.progress import BuildProgress
+from stream.backends.cache import ArtifactCache, Build
+from stream.backends.onnx_model import OnnxModel, get_onnx_model, onnx_fields, read_onnx
 from stream.errors import UserError
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -98,31 +97,33 @@ def get_int8_model(request: ModelRequest, cache: ArtifactCache, calibration: Cal
     """The cached int8 model for these calibration settings, quantized now on a miss. `flavour` is
     "u8s8" (the CPU runtimes) or "s8s8-symmetric" (TensorRT)."""
     cal = calibration.resolved(cache_dir)
-    fields = int8_fields(request, cal, flavour)
-    hit, look = cached_onnx(cache.lookup("onnx", fields, ".onnx"))
-    if hit is not None:
-        return hit
-    status = cache_status(look)
-    if look.stale:
-        print(f"cached int8 model for {request.name} is unusable ({look.reason}); quantizing it again", flush=True)
-    elif (other := cache.nearest_other("onnx", fields)) is not None:
-        # A new calibration set, method or frame count: a new entry beside the old one, and the reason told.
-        status = f"miss (calibration settings changed: {other})"
-        print(f"no cached int8 model for {request.name} with these settings ({other}); quantizing", flush=True)
-    from stream.lab.inputs import load_frames
-    from stream.pipeline.preprocess import make_preprocessor
+    fp32: OnnxModel | None = None
 
-    images = load_frames(cal.path, cal.frames, flag="--calibration")  # a bad set fails before the export
-    fp32 = get_onnx_model(request, "fp32", cache)
-    frames = make_preprocessor(fp32.info.preprocess, "cpu")(images)  # the run's own (faithful) preprocessing
-    with BuildProgress(f"quantizing {request.name} to int8 ({cal.method}, {len(frames)} calibration frames "
-                       f"from {cal.path}): once per model and calibration set, cached in {cache.root}") as progress:
-        path = cache.store("onnx", fields, ".onnx", lambda tmp: quantize(fp32.path, tmp, frames, cal.method, flavour,
-                                                                 float_layers(request.name)),
-                           meta={"model": fp32.info.to_dict(), "input_shape": list(fp32.input_shape),
-                                 "calibration_path": cal.path})
-    build_s = (fp32.build_s or 0.0) + progress.elapsed_s
-    return OnnxModel(path, fp32.info, fp32.input_shape, fp32.weights_s, build_s, status)
+    def build() -> Build:
+        nonlocal fp32
+        from stream.media.stills import load_frames
+        from stream.pipeline.preprocess import make_preprocessor
+
+        images = load_frames(cal.path, cal.frames, flag="--calibration")  # a bad set fails before the export
+        fp32 = get_onnx_model(request, "fp32", cache)
+        frames = make_preprocessor(fp32.info.preprocess, "cpu")(images)  # the run's own (faithful) preprocessing
+        source = fp32.path
+        return Build(f"quantizing {request.name} to int8 ({cal.method}, {len(frames)} calibration frames from "
+                     f"{cal.path}): once per model and calibration set, cached in {cache.root}",
+                     lambda tmp, progress: quantize(source, tmp, frames, cal.method, flavour,
+                                                    float_layers(request.name)),
+                     lambda path: (fp32.info, fp32.input_shape),
+                     {"model": fp32.info.to_dict(), "input_shape": list(fp32.input_shape),
+                      "calibration_path": cal.path})
+
+    got = cache.load_or_build("onnx", int8_fields(request, cal, flavour), ".onnx",
+                              label=f"int8 model for {request.name}", again="quantizing it again", read=read_onnx,
+                              build=build, changed="calibration settings")
+    info, shape = got.value
+    if fp32 is None:  # a hit
+        return OnnxModel(got.artifact, info, shape, 0.0, None, got.cache)
+    return OnnxModel(got.artifact, info, shape, fp32.weights_s, (fp32.build_s or 0.0) + (got.build_s or 0.0),
+                     got.cache)
 
 
 def quantize(fp32_path: Path, out: Path, frames, method: str, flavour: str, keep_float: str = "none") -> None:

@@ -24,15 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from models.spec import ModelRequest
-from stream.backends import BackendOptions, LoadRecord, resolve_precision, timed_warmup
-from stream.backends.cache import ArtifactCache, Lookup
-from stream.backends.onnx_model import cache_status
-from stream.backends.progress import BuildProgress
+from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_precision, timed_warmup
+from stream.backends.cache import ArtifactCache, Build, Unusable
 from stream.backends.quantize import onnx_for
 from stream.backends.tensorrt_build import allows_tf32, build_onnx, build_torch2trt, check_torch2trt_supported
 from stream.errors import UserError
-
-CONVERTERS = ("onnx", "torch2trt")
 
 
 def missing_requirements(has_tensorrt: bool, gpu_count: int, has_torch2trt: bool | None = None) -> list[str]:
@@ -60,6 +56,9 @@ def _gpu_count() -> int:
 class TensorRTBackend:
     name = "tensorrt"
     runtime_modules = ("torch", "tensorrt")  # imported before the load, so `bench` can time imports apart
+    # int8 is the symmetric Q/DQ model built strongly typed; torch2trt builds on TensorRT 10 only.
+    capabilities = Capabilities(("fp32", "fp16", "int8"), cpu_bound=False, devices=("cuda",),
+                                default_precision="fp16", converters=("onnx", "torch2trt"))
 
     @staticmethod
     def check_available(converter: str = "onnx") -> None:
@@ -72,8 +71,9 @@ class TensorRTBackend:
         import tensorrt as trt
         import torch
 
-        if options.trt_converter not in CONVERTERS:
-            raise UserError(f"unknown --trt-converter {options.trt_converter!r}; use one of {', '.join(CONVERTERS)}")
+        converters = self.capabilities.converters
+        if options.trt_converter not in converters:
+            raise UserError(f"unknown --trt-converter {options.trt_converter!r}; use one of {', '.join(converters)}")
         if options.trt_converter == "torch2trt":
             check_torch2trt_supported(trt)
             if options.precision == "int8":
@@ -84,7 +84,7 @@ class TensorRTBackend:
             raise UserError("--trt runs on a CUDA GPU; drop --device cpu, or use --backend onnxruntime on CPU")
         self.device = "cuda:0" if options.device in ("auto", "cuda") else options.device
         self.input_device = self.device
-        self.precision = resolve_precision(options.precision, "fp16")
+        self.precision = resolve_precision(self.name, options.precision)
         self._trt, self._torch = trt, torch
         self._max_batch = max(1, options.max_batch)
         with torch.cuda.device(self.device):  # the thread's current device, for this block only
@@ -103,35 +103,22 @@ class TensorRTBackend:
         fields = self.engine_fields(request, onnx.input_shape, batch, options.trt_converter)
         if self.precision == "int8":  # the calibration settings live in the int8 model's own cache key
             fields["int8_model"] = onnx.path.name
-        look = cache.lookup("tensorrt", fields, ".engine")
-        started = time.perf_counter()
-        free_before = torch.cuda.mem_get_info(self.device)[0]
-        engine = self._deserialize(look.artifact.read_bytes()) if look.hit else None
-        if look.hit and engine is None:
-            look = Lookup(look.artifact, look.sidecar, False, "TensorRT could not deserialise it")
-        build_s = onnx.build_s
-        if engine is None:
-            if look.stale:
-                print(f"cached TensorRT engine for {request.name} is unusable ({look.reason}); rebuilding it",
-                      flush=True)
-            path, elapsed_s = self._build(request, onnx.path, batch, options.trt_converter, cache, fields)
-            build_s = (build_s or 0.0) + elapsed_s
-            started = time.perf_counter()
-            free_before = torch.cuda.mem_get_info(self.device)[0]
-            engine = self._deserialize(path.read_bytes())
-            if engine is None:
-                raise UserError(f"TensorRT could not load the engine it just built ({path})")
+        got = cache.load_or_build("tensorrt", fields, ".engine", label=f"TensorRT engine for {request.name}",
+                                  again="rebuilding it", read=lambda look: self._deserialize(look.artifact),
+                                  build=lambda: self._build(request, onnx.path, batch, options.trt_converter, cache))
+        engine, started = got.value, time.perf_counter()
+        build_s = onnx.build_s if got.build_s is None else (onnx.build_s or 0.0) + got.build_s
         self._engine = engine
         self._context = engine.create_execution_context()
         # The engine's weights and the context's activations live outside torch's allocator: what the
         # device lost across the load is their footprint (other processes on the GPU can blur it).
-        self._engine_bytes = max(free_before - torch.cuda.mem_get_info(self.device)[0],
+        self._engine_bytes = max(self._free_before - torch.cuda.mem_get_info(self.device)[0],
                                  int(getattr(engine, "device_memory_size_v2", 0)))
         self._in, self._out = self._io_names(engine)
         self._out_dtype = self._torch_dtype(engine.get_tensor_dtype(self._out))
         self._stream = torch.cuda.Stream(self.device)
-        self.load = LoadRecord(onnx.weights_s + time.perf_counter() - started, build_s, cache_status(look),
-                               str(look.artifact))
+        self.load = LoadRecord(onnx.weights_s + got.load_s + time.perf_counter() - started, build_s, got.cache,
+                               str(got.artifact))
         torch.cuda.reset_peak_memory_stats(self.device)
 
     def engine_fields(self, request: ModelRequest, shape: tuple[int, ...], batch: int, converter: str) -> dict:
@@ -143,18 +130,28 @@ class TensorRTBackend:
                 "tensorrt": self._trt.__version__, "cuda": torch.version.cuda,
                 "gpu": props.name, "compute_capability": f"{props.major}.{props.minor}"}
 
-    def _deserialize(self, data: bytes):
+    def _deserialize(self, path: Path):
+        """The engine in `path`, with the device's free memory noted just before (its footprint is measured
+        across the load); a corrupt or foreign engine is Unusable, and rebuilt."""
+        self._free_before = self._torch.cuda.mem_get_info(self.device)[0]
         try:
-            return self._runtime.deserialize_cuda_engine(data)
+            engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         except Exception:  # noqa: BLE001 - a corrupt or foreign engine: rebuilt by the caller
-            return None
+            engine = None
+        if engine is None:
+            raise Unusable("TensorRT could not deserialise it")
+        return engine
 
-    def _build(self, request, onnx_path: Path, batch: int, converter: str, cache: ArtifactCache,
-               fields: dict) -> tuple[Path, float]:
-        what = (f"building the TensorRT engine for {request.name} ({self.precision}, batch 1..{batch}, "
-                f"{converter}): once per model, GPU and TensorRT version, cached in {cache.root}")
+    def _built(self, path: Path):
+        try:
+            return self._deserialize(path)
+        except Unusable:
+            raise UserError(f"TensorRT could not load the engine it just built ({path})") from None
+
+    def _build(self, request, onnx_path: Path, batch: int, converter: str, cache: ArtifactCache) -> Build:
         started = time.perf_counter()
-        with BuildProgress(what) as progress:
+
+        def write(tmp: Path, progress) -> dict:
             if converter == "onnx":
                 plan = build_onnx(self._trt, self._logger, onnx_path, self._input_shape, batch, self.precision,
                                   request.name, progress)
@@ -164,9 +161,12 @@ class TensorRTBackend:
                 module = load_model(request.name, request.weights).module.to(self.device).eval()
                 plan = build_torch2trt(self._trt, module, self.device, self._input_shape, batch, self.precision,
                                        request.name)
-            path = cache.store("tensorrt", fields, ".engine", lambda tmp: tmp.write_bytes(plan),
-                               meta={"build_s": time.perf_counter() - started})
-        return path, progress.elapsed_s
+            tmp.write_bytes(plan)
+            return {"build_s": time.perf_counter() - started}
+
+        return Build(f"building the TensorRT engine for {request.name} ({self.precision}, batch 1..{batch}, "
+                     f"{converter}): once per model, GPU and TensorRT version, cached in {cache.root}", write,
+                     self._built)
 
     def _io_names(self, engine) -> tuple[str, str]:
         trt = self._trt

@@ -1,17 +1,21 @@
-"""PyTorch eager backend: inference_mode, fp16 on CUDA on request, channels-last on CPU."""
+"""PyTorch eager backend: inference_mode, fp16 on CUDA on request, channels-last on CPU.
+
+torch is imported inside functions: reading this class's capabilities (config validation, `--help`)
+must not cost torch's 3.5 s import.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from models.registry import load_model
 from models.spec import ModelRequest
-from stream.backends import BackendOptions, LoadRecord, check_precision, resolve_precision, timed_warmup
+from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_precision, timed_warmup
 from stream.errors import UserError
 
 
 def resolve_device(requested: str) -> str:
+    import torch
+
     if requested == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
@@ -24,12 +28,18 @@ def resolve_device(requested: str) -> str:
 class TorchBackend:
     name = "torch"
     runtime_modules = ("torch", "torchvision")  # imported before the load, so `bench` can time imports apart
+    # Not cpu_bound: PyTorch keeps its own thread pool, which the run does not plan; fp16 needs CUDA.
+    capabilities = Capabilities(("fp32", "fp16"), cpu_bound=False, devices=("cpu", "cuda"))
 
     def __init__(self, request: ModelRequest, options: BackendOptions) -> None:
+        import torch
+
+        from models.registry import load_model
+
+        self._torch = torch
         self.device = resolve_device(options.device)
         self.input_device = self.device
-        check_precision(self.name, options.precision)
-        self.precision = resolve_precision(options.precision, "fp32")
+        self.precision = resolve_precision(self.name, options.precision)
         if self.precision == "fp16" and not self.device.startswith("cuda"):
             raise UserError("--precision fp16 needs a CUDA GPU (CPU fp16 is slower, not faster); use fp32 on CPU")
         if options.threads:
@@ -45,13 +55,14 @@ class TorchBackend:
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.device)
 
-    @torch.inference_mode()
     def infer(self, batch) -> np.ndarray:
-        x = torch.as_tensor(batch).to(self.device, self._dtype, non_blocking=True)
-        x = x.contiguous(memory_format=self._memory_format)
-        logits = self._module(x)
-        # .cpu() waits for the device, so the caller's clock sees finished work.
-        return logits.float().cpu().numpy()
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.as_tensor(batch).to(self.device, self._dtype, non_blocking=True)
+            x = x.contiguous(memory_format=self._memory_format)
+            logits = self._module(x)
+            # .cpu() waits for the device, so the caller's clock sees finished work.
+            return logits.float().cpu().numpy()
 
     def warmup(self, batch_size: int, iterations: int) -> float:
         dummy = np.zeros((batch_size, 3, self._input_size, self._input_size), np.float32)
@@ -60,9 +71,9 @@ class TorchBackend:
     def device_peak_mb(self) -> float | None:
         if not self.device.startswith("cuda"):
             return None
-        return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return self._torch.cuda.max_memory_allocated(self.device) / 2**20
 
     def close(self) -> None:
         self._module = None
         if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+            self._torch.cuda.empty_cache()

@@ -8,13 +8,13 @@ after every job, so an interrupted bench still leaves what it measured.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from stream.backends import runs
-from stream.backends.quantize import Calibration
+from stream.backends.settings import BackendSettings, flags
 from stream.lab.metrics import Latency, fidelity, mean_std, payback_frames
 from stream.lab.progress import JobProgress
 from stream.lab.runner import job_cache, run_job, run_pipeline
@@ -47,33 +47,21 @@ class BenchSettings:
     target_fps: float = 30.0
     pipeline_frames: int = 150
     pipeline_video: bool = False
-    device: str = "auto"
-    threads: int | None = None
-    cache_dir: str | None = None  # None: a fresh cache inside `out`, deleted at the end
-    trt_converter: str = "onnx"
-    resize: str = "faithful"
-    calibration: Calibration = Calibration()
-    timeout: float = 1800.0
+    backend: BackendSettings = BackendSettings()  # its precision is each combo's; cache_dir None: a fresh cache
+    timeout: float = 1800.0                       # inside `out`, deleted at the end
 
 
 def _job(s: BenchSettings, c: Combo, cache: str, **kw) -> Job:
     fields = dict(kind="bench", model=c.model, weights=c.weights, backend=c.backend, precision=c.precision,
-                  batch=c.batch, device=s.device, threads=s.threads, cache_dir=cache, trt_converter=s.trt_converter,
-                  resize=s.resize, warmup=s.warmup, repeats=s.repeats, inputs=s.inputs, frames=s.frames,
-                  **Job.calibration_fields(s.calibration))
-    return Job(**{**fields, **kw})
+                  batch=c.batch, cache_dir=cache, warmup=s.warmup, repeats=s.repeats, inputs=s.inputs, frames=s.frames)
+    return Job(**{**asdict(s.backend), **fields, **kw})
 
 
 def _pipeline_args(s: BenchSettings, c: Combo, cache: str, work: Path) -> list[str]:
     args = ["--source", s.inputs, "--model", c.model, "--weights", c.weights, "--backend", c.backend,
-            "--precision", c.precision, "--batch", str(c.batch), "--device", s.device, "--loop",
-            "--max-frames", str(s.pipeline_frames), "--target-fps", str(s.target_fps), "--drop-policy", "block",
-            "--cache-dir", cache, "--trt-converter", s.trt_converter, "--resize", s.resize, "--warmup", str(s.warmup),
-            "--calibration-frames", str(s.calibration.frames), "--calibration-method", s.calibration.method]
-    if s.calibration.path:
-        args += ["--calibration", s.calibration.path]
-    if s.threads:
-        args += ["--threads", str(s.threads)]
+            "--batch", str(c.batch), "--loop", "--max-frames", str(s.pipeline_frames), "--target-fps",
+            str(s.target_fps), "--drop-policy", "block", "--warmup", str(s.warmup),
+            *flags(replace(s.backend, precision=c.precision, cache_dir=cache))]
     if s.pipeline_video:
         args += ["--output", str(work / f"{c.id}.mp4")]
     return args
@@ -95,7 +83,7 @@ def run_bench(s: BenchSettings, write) -> dict:
         progress.advance(label, result)
         write(assemble(s, results, references))
 
-    with job_cache(s.cache_dir, s.out) as cache:
+    with job_cache(s.backend.cache_dir, s.out) as cache:
         try:
             for c in s.combos:
                 r = results[c.id]["first"] = run_job(_job(s, c, cache, repeats=0), work, f"{c.id}-start1", s.timeout)

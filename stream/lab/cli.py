@@ -7,12 +7,13 @@ import datetime
 import json
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from stream.argparsing import OneLineParser
-from stream.backends import runs
-from stream.backends.quantize import DEFAULT_FRAMES, DEFAULT_METHOD, METHODS, Calibration
-from stream.config import BACKENDS, PRECISIONS, RESIZE_MODES, TRT_CONVERTERS
+from stream.backends import BACKEND_NAMES as BACKENDS
+from stream.backends import offering, precision_choices, runs
+from stream.backends.settings import BackendSettings, add_backend_flags
 from stream.errors import Terminated, UserError
 from stream.interrupts import EXIT_SIGINT, EXIT_SIGTERM
 
@@ -56,19 +57,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="imagenet", help="imagenet, random, or a state_dict file (default imagenet)")
     p.add_argument("--backends", type=_list(str, BACKENDS), default=["torch", "onnxruntime"],
                    help=f"comma list of {', '.join(BACKENDS)} (default torch,onnxruntime)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=_positive(int), help="intra-op threads of the CPU backends (default: 1 per core)")
-    p.add_argument("--cache-dir", help="keep exports/engines here (default: a fresh cache in --out, deleted "
-                                       "at the end, so first starts measure the build)")
-    p.add_argument("--trt-converter", choices=TRT_CONVERTERS, default="onnx")
-    p.add_argument("--resize", choices=RESIZE_MODES, default="faithful",
-                   help="faithful: the weights' own antialiased transform (default); fast: inexact, for comparison")
-    p.add_argument("--calibration",
-                   help="int8: video, image or image folder to calibrate on (default: the sample clip)")
-    p.add_argument("--calibration-frames", type=_positive(int), default=DEFAULT_FRAMES,
-                   help=f"int8: frames to calibrate on (default {DEFAULT_FRAMES})")
-    p.add_argument("--calibration-method", choices=METHODS, default=DEFAULT_METHOD,
-                   help=f"int8: how activation ranges are chosen (default {DEFAULT_METHOD})")
+    # Every backend flag of the run's, by construction (--precision is a comma list below).
+    add_backend_flags(p, BackendSettings(), helps={
+        "cache_dir": "keep exports/engines here (default: a fresh cache in --out, deleted at the end, so first "
+                     "starts measure the build)",
+        "calibration": "int8: video, image or image folder to calibrate on (default: the sample clip)",
+        "openvino_hint": "OpenVINO performance hint (default auto: latency at batch 1, else throughput)"})
     p.add_argument("--timeout", type=_positive(float), default=1800.0, help="seconds per worker process")
 
 
@@ -77,8 +71,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                     "change against PyTorch fp32 and a real-time verdict for every model/backend/precision/batch, "
                     "each measured in fresh processes.")
     _common(bench)
-    bench.add_argument("--precision", type=_list(str, PRECISIONS), default=["auto"],
-                       help="comma list (default auto); int8 rows run on onnxruntime, openvino and tensorrt")
+    bench.add_argument("--precision", type=_list(str, precision_choices()), default=["auto"],
+                       help=f"comma list (default auto); int8 rows run on {', '.join(offering('precisions', 'int8'))}")
     bench.add_argument("--batch", type=_list(int), default=[1, 8], help="comma list of batch sizes (default 1,8)")
     bench.add_argument("--warmup", type=_positive(int), default=5, help="untimed batches per start (default 5)")
     bench.add_argument("--repeats", type=_positive(int), default=30, help="timed batches per warm start (default 30)")
@@ -99,8 +93,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     src.add_argument("--data", help="folder with one sub-folder of images per class (ImageNet name or WordNet id); "
                                     "default: a sample set of 52 real photographs in 4 classes")
     src.add_argument("--labels", help="CSV of path,label (paths relative to the CSV)")
-    ev.add_argument("--precision", type=_list(str, PRECISIONS), default=["auto"],
-                    help="comma list (default auto); int8 rows run on onnxruntime, openvino and tensorrt")
+    ev.add_argument("--precision", type=_list(str, precision_choices()), default=["auto"],
+                    help=f"comma list (default auto); int8 rows run on {', '.join(offering('precisions', 'int8'))}")
     ev.add_argument("--batch", type=_list(int), default=[8], help="batch size (default 8)")
     ev.add_argument("--warmup", type=_positive(int), default=2)
     ev.add_argument("--out", help="report folder (default out/eval-<time>)")
@@ -115,10 +109,13 @@ def _models(names: list[str], weights: str) -> list[tuple[str, str]]:
     return out
 
 
-def _calibration(args) -> Calibration:
-    if args.calibration and not Path(args.calibration).exists():
-        raise UserError(f"--calibration {args.calibration}: no such file or folder")
-    return Calibration(args.calibration, args.calibration_frames, args.calibration_method)
+def _backend(args) -> BackendSettings:
+    """The backend settings of every job; each combination has its own precision."""
+    settings = BackendSettings.of({**vars(args), "precision": "auto"})
+    settings.check_values()
+    if settings.calibration and not Path(settings.calibration).exists():
+        raise UserError(f"--calibration {settings.calibration}: no such file or folder")
+    return settings
 
 
 def _out_dir(path: str | None, kind: str) -> Path:
@@ -189,9 +186,9 @@ def _bench(args, models, out: Path, report: dict) -> int:
         inputs=args.inputs or default_inputs(args.cache_dir), frames=args.frames, warmup=args.warmup,
         repeats=args.repeats,
         starts=args.starts, target_fps=args.target_fps or 30.0, pipeline_frames=args.pipeline_frames,
-        pipeline_video=args.pipeline_video, device=args.device, threads=args.threads, cache_dir=args.cache_dir,
-        trt_converter=args.trt_converter, resize=args.resize, calibration=_calibration(args), timeout=args.timeout)
-    report["settings"] = {k: v for k, v in vars(settings).items() if k not in ("combos", "out")}
+        pipeline_video=args.pipeline_video, backend=_backend(args), timeout=args.timeout)
+    report["settings"] = {**{k: v for k, v in vars(settings).items() if k not in ("combos", "out", "backend")},
+                          **{k: v for k, v in asdict(settings.backend).items() if k != "precision"}}
     print(f"bench: {len(settings.combos)} combination(s) × {args.starts} starts"
           + (f" + a {args.pipeline_frames}-frame pipeline run" if args.pipeline_frames else "") + f" → {out}/",
           flush=True)
@@ -218,10 +215,7 @@ def _eval(args, models, out: Path, report: dict) -> int:
         print(f"no --data or --labels given: using the sample set {args.data} (real photographs, hand-labelled)")
     data = scan_folder(args.data) if args.data else read_csv(args.labels)
     settings = EvalSettings(models=models, backends=args.backends, data=data, out=out, precisions=tuple(args.precision),
-                            batch=args.batch[0], warmup=args.warmup, device=args.device, threads=args.threads,
-                            cache_dir=args.cache_dir, trt_converter=args.trt_converter, resize=args.resize,
-                            calibration=_calibration(args),
-                            timeout=args.timeout)
+                            batch=args.batch[0], warmup=args.warmup, backend=_backend(args), timeout=args.timeout)
     report["data"] = data_summary(data)
     report["rows"] = []
     print(f"eval: {len(data.images)} images, {len(report['data']['labels'])} labels, "

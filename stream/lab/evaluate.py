@@ -8,13 +8,13 @@ or ambiguous labels are reported per model rather than dropped.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from stream.backends import runs
-from stream.backends.quantize import Calibration
+from stream.backends.settings import BackendSettings
 from stream.lab.accuracy import score
 from stream.lab.dataset import WNID, LabelledSet, imagenet_wnids, resolve
 from stream.lab.metrics import Latency
@@ -32,12 +32,7 @@ class EvalSettings:
     precisions: tuple[str, ...] = ("auto",)
     batch: int = 8
     warmup: int = 2
-    device: str = "auto"
-    threads: int | None = None
-    cache_dir: str | None = None
-    trt_converter: str = "onnx"
-    resize: str = "faithful"
-    calibration: Calibration = Calibration()
+    backend: BackendSettings = BackendSettings()  # its precision is each row's
     timeout: float = 1800.0
 
 
@@ -49,15 +44,13 @@ def run_eval(s: EvalSettings, write) -> dict:
     rows = [{"model": m, "weights": w, "backend": b, "precision": p, "batch": s.batch,
              "status": "pending", "reason": None} for m, w, b, p in plan]
     progress = JobProgress(len(plan))
-    with job_cache(s.cache_dir, s.out) as cache:
+    with job_cache(s.backend.cache_dir, s.out) as cache:
         try:
             for row in rows:
                 name = f"{row['model']}-{row['backend']}-{row['precision']}"
-                job = Job(kind="eval", model=row["model"], weights=row["weights"], backend=row["backend"],
-                          precision=row["precision"], batch=s.batch, device=s.device, threads=s.threads,
-                          cache_dir=cache, trt_converter=s.trt_converter, resize=s.resize, warmup=s.warmup,
-                          images=paths, logits_path=str(work / f"{name}.logits.npy"),
-                          **Job.calibration_fields(s.calibration))
+                job = Job(**{**asdict(s.backend), "precision": row["precision"], "cache_dir": cache},
+                          kind="eval", model=row["model"], weights=row["weights"], backend=row["backend"],
+                          batch=s.batch, warmup=s.warmup, images=paths, logits_path=str(work / f"{name}.logits.npy"))
                 result = run_job(job, work, name, s.timeout)
                 row.update(score_result(s.data, result))
                 progress.advance(name, result)

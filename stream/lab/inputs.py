@@ -1,76 +1,13 @@
-"""Real frames for `bench`: evenly spaced frames of a video, or the images of a folder."""
+"""Real frames for `bench`: the sample clip by default; reading them is stream.media.stills'."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from stream.media.stills import load_frames, read_images
 
-import cv2
-import numpy as np
-
-from stream.errors import UserError
-from stream.media.sources import image_files, is_image
+__all__ = ["default_inputs", "load_frames", "read_images"]
 
 
 def default_inputs(cache_dir: str | None = None) -> str:
     from stream.media.sample import sample_clip
 
     return str(sample_clip(cache_dir))
-
-
-def _spaced(total: int, count: int) -> list[int]:
-    """`count` indices spread evenly over 0..total-1 (all of them when there are fewer)."""
-    if total <= count:
-        return list(range(total))
-    return sorted({int(i) for i in np.linspace(0, total - 1, count).round()})
-
-
-def read_images(paths: list[str]) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """(frames, paths read, 'path (why)' for those that could not be decoded)."""
-    frames, read, skipped = [], [], []
-    for path in paths:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            skipped.append(f"{path} (not a readable image)")
-        else:
-            frames.append(image)
-            read.append(path)
-    return frames, read, skipped
-
-
-def load_frames(inputs: str, count: int, flag: str = "--inputs") -> list[np.ndarray]:
-    """Up to `count` real frames from a video file, an image, or a folder of images; `flag` names the
-    option that gave them in errors."""
-    path = Path(inputs)
-    if path.is_dir():
-        files = [str(p) for p in image_files(path)]
-        frames, _, _ = read_images([files[i] for i in _spaced(len(files), count)])
-    elif is_image(path):
-        frames, _, _ = read_images([str(path)])
-    elif path.is_file():
-        frames = _video_frames(path, count, flag)
-    else:
-        raise UserError(f"{flag} {inputs}: no such file or folder")
-    if not frames:
-        raise UserError(f"{flag} {inputs}: no decodable frames")
-    return frames
-
-
-def _video_frames(path: Path, count: int, flag: str) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise UserError(f"{flag} {path}: not a readable video")
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        wanted = set(_spaced(total, count)) if total > 0 else set(range(count))
-        frames, index = [], 0
-        # Sequential reads: seeking is inexact in many containers, and these clips are short.
-        while len(frames) < len(wanted):
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if index in wanted:
-                frames.append(frame)
-            index += 1
-        return frames
-    finally:
-        cap.release()

@@ -18,23 +18,18 @@ import sys  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from stream.backends.settings import BackendSettings  # noqa: E402
 
-@dataclass(frozen=True)
-class Job:
+
+@dataclass(frozen=True, kw_only=True)
+class Job(BackendSettings):
+    """One start, with every backend setting the run has (BackendSettings'): a new one travels by itself."""
+
     kind: str  # "bench": timed batches over `inputs`; "eval": one timed pass over `images`
     model: str
     weights: str
     backend: str
-    precision: str
     batch: int
-    device: str = "auto"
-    threads: int | None = None
-    cache_dir: str | None = None
-    trt_converter: str = "onnx"
-    resize: str = "faithful"
-    calibration: str | None = None  # int8: None is the sample clip
-    calibration_frames: int = 64
-    calibration_method: str = "minmax"
     warmup: int = 5
     repeats: int = 30  # timed batches (bench); at least this many (eval, which repeats a small set)
     inputs: str | None = None  # bench: video, image or folder
@@ -46,13 +41,16 @@ class Job:
     def load(path: str | Path) -> "Job":
         return Job(**json.loads(Path(path).read_text()))
 
-    @staticmethod
-    def calibration_fields(cal) -> dict:
-        """A `stream.backends.quantize.Calibration` as the job's flat fields."""
-        return {"calibration": cal.path, "calibration_frames": cal.frames, "calibration_method": cal.method}
-
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self)))
+
+
+def backend_options(job: Job):
+    """The run's rule for what the backend is told, for a file read losslessly (no live source)."""
+    from stream.backends import BackendOptions
+
+    return BackendOptions.from_settings(job, batch=job.batch, live=False, threads=job.threads,
+                                        calibration=job.calibration_request())
 
 
 def _batches(preprocess, frames: list, size: int) -> tuple[list, float]:
@@ -65,8 +63,8 @@ def _batches(preprocess, frames: list, size: int) -> tuple[list, float]:
 
 def measure(job: Job, result: dict) -> None:
     from models.spec import ModelRequest
-    from stream.backends import BackendOptions, backend_class
-    from stream.lab.inputs import load_frames
+    from stream.backends import backend_class
+    from stream.media.stills import load_frames
     from stream.observe.stats import peak_rss_mb
     from stream.pipeline.preprocess import make_preprocessor
 
@@ -77,11 +75,7 @@ def measure(job: Job, result: dict) -> None:
     result["import_s"] = time.perf_counter() - started
     frames = load_frames(job.inputs, job.frames) if job.kind == "bench" else None  # bad input before the load
 
-    from stream.backends.quantize import Calibration
-
-    options = BackendOptions(job.device, job.precision, job.batch, job.cache_dir, job.threads, job.trt_converter,
-                             Calibration(job.calibration, job.calibration_frames, job.calibration_method))
-    backend = cls(ModelRequest(job.model, job.weights), options)
+    backend = cls(ModelRequest(job.model, job.weights), backend_options(job))
     try:
         load = backend.load
         result["load"] = {"weights_s": load.weights_s, "build_s": load.build_s, "cache": load.cache,
@@ -149,7 +143,7 @@ def _eval_pass(job: Job, backend, preprocess, result: dict) -> None:
     (the last, partial batch is a shape of its own), on a few kept batches of each size.
     """
     from stream.errors import UserError
-    from stream.lab.inputs import read_images
+    from stream.media.stills import read_images
 
     read, skipped, logits, sizes, preprocess_s = [], [], [], [], 0.0
     pool: dict[int, list] = {}

@@ -71,9 +71,8 @@ def calibration_for(cfg: Config, specs: list[StreamSpec], sources: list[Source])
 def backend_options(cfg: Config, plan: RunPlan, calibration) -> BackendOptions:
     """What the backend is told for this run (the local engine's and every Ray replica's alike): live
     sources get OpenVINO's latency hint, and the plan's thread count."""
-    hint = "latency" if plan.live and cfg.openvino_hint == "auto" else cfg.openvino_hint
-    return BackendOptions(cfg.device, cfg.precision, plan.batching.size, cfg.cache_dir, plan.threads,
-                          cfg.trt_converter, calibration, hint)
+    return BackendOptions.from_settings(cfg, batch=plan.batching.size, live=plan.live, threads=plan.threads,
+                                        calibration=calibration)
 
 
 @contextmanager
