@@ -50,6 +50,9 @@ class LoopbackCameras:
         self.fps, self.max_frames = fps, max_frames
         self.views = [pan_zoom(photo(images[i % len(images)]), width, height, 30) for i in range(count)]
         self.sent = [0] * count
+        # seq → time.monotonic() it was written: lets a test find which of a stream's frames fall in a window
+        # of its own clock (an outage) while the rate itself is measured on the reader's side.
+        self.sent_at: list[dict[int, float]] = [{} for _ in range(count)]
         self._down_until = [0.0] * count
         self._stall = [(0.0, 0.0)] * count  # (since, until): connections opened before `since` go silent
         self._epoch = [0] * count  # bumped by an outage: open connections of an older epoch close
@@ -84,6 +87,7 @@ class LoopbackCameras:
                                          % len(jpeg) + jpeg + b"\r\n")
                     except OSError:
                         return
+                    cameras.sent_at[i][seq] = time.monotonic()
                     cameras.sent[i] += 1
                     next_at += 1 / cameras.fps
                     time.sleep(max(next_at - time.monotonic(), 0))

@@ -344,3 +344,11 @@ def test_stop_within_two_seconds_with_viewers_attached(server):
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
     stuck.close()
+
+
+def test_the_metrics_states_are_the_capture_states():
+    from stream.pipeline import capture
+    from stream.web.metrics import STATES
+
+    assert STATES == (capture.CONNECTING, capture.RUNNING, capture.RECONNECTING, capture.STALLED, capture.ENDED,
+                      capture.FAILED)

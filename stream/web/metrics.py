@@ -13,10 +13,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from stream.observe.histogram import Buckets
 from stream.observe.stats import StatsSnapshot
-from stream.pipeline.capture import CONNECTING, ENDED, FAILED, RECONNECTING, RUNNING, STALLED
 from stream.web.preview import LatestFrame
 
-STATES = (CONNECTING, RUNNING, RECONNECTING, STALLED, ENDED, FAILED)
+# A snapshot row's `state`, as stream.pipeline.capture spells them: written out because web reads snapshots
+# only (.importlinter); tests/test_web.py keeps the two lists equal.
+STATES = ("connecting", "running", "reconnecting", "stalled", "ended", "failed")
 
 
 def _buckets(b: Buckets) -> list[tuple[str, float]]:

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stream.pipeline.frames import Classified
-
 JPEG_QUALITY = 70  # Frigate's choice for its MJPEG preview: about 83 kB per 720p frame
 MIN_ENCODE_INTERVAL_S = 1 / 30  # a frame younger than this is reused, however many viewers ask
 
@@ -45,8 +43,9 @@ class LatestFrame:
         self._cache: dict[int | None, Encoded] = {}  # by requested height
         self.encodes = 0
 
-    # The sink side (stream.outputs.sinks.Sink), called by the render loop.
-    def write(self, item: Classified, annotated: np.ndarray) -> bool:
+    # The sink side (stream.outputs.sinks.Sink), called by the render loop. `item` (the frame's Classified
+    # record) is typed `object`: only the annotated image is kept, and web reads no pipeline type.
+    def write(self, item: object, annotated: np.ndarray) -> bool:
         with self._lock:
             self._seq += 1
             # The frame is not drawn on after the render stage, so a reference is enough; none is kept unwatched.
