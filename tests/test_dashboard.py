@@ -1,11 +1,11 @@
 from rich.console import Console
 
+from stream.frames import TopK
 from stream.media.sources import SourceInfo
 from stream.observe.dashboard import build_dashboard, status_line
 from stream.observe.realtime import Verdict
 from stream.observe.runinfo import RunInfo
 from stream.observe.stats import STAGES, Percentiles, Rates, StatsSnapshot
-from stream.pipeline.frames import TopK
 
 
 def snapshot(**overrides) -> StatsSnapshot:

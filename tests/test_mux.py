@@ -9,10 +9,10 @@ import pytest
 
 from stream.config import Config
 from stream.errors import UserError
+from stream.frames import Frame
 from stream.media.sources import SourceInfo
 from stream.media.streams import StreamSpec, load_sources_file, name_from_uri, output_path, stream_specs
 from stream.observe.histogram import EXACT_LIMIT, RELATIVE_ERROR, BoundedSamples
-from stream.pipeline.frames import Frame
 from stream.pipeline.mux import Lane, StreamMux
 from stream.pipeline.queues import Stopped
 from stream.session.plan import plan_run

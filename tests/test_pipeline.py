@@ -7,9 +7,9 @@ import pytest
 
 from models.spec import PreprocessSpec
 from stream.errors import StreamError
+from stream.frames import Frame
 from stream.media.sources import SourceInfo
 from stream.outputs.sinks import VideoFileSink
-from stream.pipeline.frames import Frame
 from stream.pipeline.preprocess import Preprocessor
 from tests.conftest import read_all_frames
 from tests.sessions import add, local_session, run_one

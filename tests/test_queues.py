@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from stream.pipeline.frames import EndOfStream
+from stream.frames import EndOfStream
 from stream.pipeline.queues import FrameQueue, Stopped
 
 

@@ -4,8 +4,8 @@ from collections import deque
 import numpy as np
 import pytest
 
+from stream.frames import Classified, Frame, Prediction, StageTimes, TopK
 from stream.observe.stats import Percentiles, StatsCollector, window_rate
-from stream.pipeline.frames import Classified, Frame, Prediction, StageTimes, TopK
 
 
 def test_percentiles_match_numpy_and_handle_empty():

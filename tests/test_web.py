@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.backends import LoadRecord
 from stream.errors import UserError
+from stream.frames import Frame
 from stream.media.sample import pan_zoom, photo
 from stream.media.sources import SourceInfo
 from stream.observe.runinfo import RunInfo
-from stream.pipeline.frames import Frame
 from stream.pipeline.inference import Batching
 from stream.pipeline.preprocess import Preprocessor
 from stream.session.plan import StreamPlan

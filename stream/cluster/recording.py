@@ -13,8 +13,8 @@ import threading
 import numpy as np
 
 from stream.cluster.wire import Captured, Event, Inferred, Rendered
+from stream.frames import Classified, Frame, Prediction
 from stream.observe.stats import StatsCollector
-from stream.pipeline.frames import Classified, Frame, Prediction
 
 NO_IMAGE = np.empty((0, 0, 3), np.uint8)
 

@@ -23,8 +23,8 @@ import ray
 
 from models.spec import PreprocessSpec
 from stream.cluster.wire import BatchTally, ModelInput, Reply
+from stream.frames import Classified, EndOfStream, Frame, StageTimes
 from stream.observe.stats import StatsCollector
-from stream.pipeline.frames import Classified, EndOfStream, Frame, StageTimes
 from stream.pipeline.inference import Batching, BatchStage
 from stream.pipeline.mux import StreamEnd, StreamMux
 from stream.pipeline.postprocess import top_k

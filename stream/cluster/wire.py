@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stream.frames import Prediction
 from stream.media.truncation import DecodeCheck
-from stream.pipeline.frames import Prediction
 from stream.session.launch import LoadedModel
 
 

@@ -15,8 +15,8 @@ from typing import Protocol
 import cv2
 
 from stream.errors import StreamError, UserError
+from stream.frames import Frame
 from stream.media.truncation import DecodeCheck, check_decoded
-from stream.pipeline.frames import Frame
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 

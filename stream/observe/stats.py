@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import psutil
 
+from stream.frames import Classified, Prediction, TopK
 from stream.observe.histogram import BoundedSamples, Buckets
 from stream.observe.realtime import Measured, Target, Verdict, judge
-from stream.pipeline.frames import Classified, Prediction, TopK
 
 STAGES = ("preprocess", "inference", "postprocess", "render", "end_to_end")
 RECENT_S = 10.0

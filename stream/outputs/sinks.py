@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from stream.errors import UserError
+from stream.frames import Classified
 from stream.outputs.video_writer import choose_codec, even_size, open_encoder
-from stream.pipeline.frames import Classified
 
 
 class Sink(Protocol):

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import cv2
 
 from stream.backends import Backend
+from stream.frames import Classified, Frame, Prediction, StageTimes
 from stream.observe.stats import StatsCollector
-from stream.pipeline.frames import Classified, Frame, Prediction, StageTimes
 from stream.pipeline.mux import StreamEnd, StreamMux
 from stream.pipeline.postprocess import top_k
 from stream.pipeline.queues import FrameQueue, Stopped

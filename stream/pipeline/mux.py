@@ -19,7 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from stream.pipeline.frames import Frame
+from stream.frames import Frame
 from stream.pipeline.queues import Stopped
 
 POLL_S = 0.05

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.pipeline.frames import TopK
+from stream.frames import TopK
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

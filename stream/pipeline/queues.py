@@ -9,7 +9,7 @@ import queue
 import threading
 from typing import Generic, TypeVar
 
-from stream.pipeline.frames import EndOfStream
+from stream.frames import EndOfStream
 
 T = TypeVar("T")
 POLL_S = 0.05

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from stream.frames import Classified
 from stream.observe.runinfo import RANDOM_WARNING
-from stream.pipeline.frames import Classified
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE, BLACK, RED, GREEN = (255, 255, 255), (0, 0, 0), (40, 40, 230), (90, 220, 90)

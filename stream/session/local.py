@@ -20,12 +20,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from stream.errors import StreamError
+from stream.frames import Classified, EndOfStream
 from stream.media.sources import Source
 from stream.observe.stats import StatsCollector, StatsSnapshot
 from stream.outputs.kinds import Outputs
 from stream.outputs.sinks import Sink
 from stream.pipeline.capture import ENDED, CaptureThread, Reconnect
-from stream.pipeline.frames import Classified, EndOfStream
 from stream.pipeline.inference import Batching, BatchStage
 from stream.pipeline.mux import Lane, StreamEnd, StreamMux
 from stream.pipeline.queues import FrameQueue, Stopped
