@@ -7,7 +7,6 @@ encode need (threaded 720p pipeline ≈ 35 → 40 fps).
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_pr
 from stream.backends.cache import ArtifactCache
 from stream.backends.cores import available_cores
 from stream.backends.quantize import onnx_for
+from stream.backends.registry import require_package
 from stream.errors import UserError
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -45,9 +45,7 @@ class OnnxRuntimeBackend:
 
     @staticmethod
     def check_available() -> None:
-        if importlib.util.find_spec("onnxruntime") is None:
-            raise UserError("--backend onnxruntime: the onnxruntime package is not installed; "
-                            "pip install -r requirements.txt")
+        require_package("onnxruntime", "onnxruntime")
 
     def __init__(self, request: ModelRequest, options: BackendOptions) -> None:
         import onnxruntime as ort

@@ -14,7 +14,6 @@ checksummed sidecar as the other artifacts; a warm start imports it instead of c
 
 from __future__ import annotations
 
-import importlib.util
 import platform
 import time
 
@@ -25,6 +24,7 @@ from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_pr
 from stream.backends.cache import ArtifactCache, Build, Lookup, Unusable
 from stream.backends.cores import available_cores
 from stream.backends.quantize import onnx_for
+from stream.backends.registry import require_package
 from stream.errors import UserError
 
 
@@ -56,9 +56,7 @@ class OpenVinoBackend:
 
     @staticmethod
     def check_available() -> None:
-        if importlib.util.find_spec("openvino") is None:
-            raise UserError("--backend openvino: the openvino package is not installed; "
-                            "pip install -r requirements.txt")
+        require_package("openvino", "openvino")
 
     def __init__(self, request: ModelRequest, options: BackendOptions) -> None:
         import openvino as ov

@@ -28,6 +28,14 @@ def _class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
+def require_package(module: str, backend: str) -> None:
+    """A CPU runtime that pip installs: one line naming the fix when it is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"--backend {backend}: the {module} package is not installed; pip install -r requirements.txt")
+
+
 def backend_class(name: str) -> type:
     """The class for `name`, or a UserError naming what is missing; call before loading a model."""
     cls = _class(name)
