@@ -233,9 +233,6 @@ class RayEngine:
         self.started = True
         self._launch(list(self.tracks.values()))
 
-    def release(self) -> None:
-        self.keep_open = False
-
     def observe(self, snap) -> None:
         pass
 

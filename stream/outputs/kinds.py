@@ -72,31 +72,28 @@ class Outputs:
     codec: str = "auto"
     shared: dict[tuple[str, str], Any] = field(default_factory=dict)
 
-    def targets(self, name: str, streams: int) -> dict[str, str]:
-        found = {}
+    def targets(self, name: str, streams: int) -> list[tuple[OutputKind, str]]:
+        """The kinds this stream has, in registration order, each with its target."""
+        found = []
         for kind in KINDS:
             target = kind.target(self.settings.get(kind.key), name, streams)
             if target:
-                found[kind.key] = target
+                found.append((kind, target))
         return found
 
     def check(self, names: list[str]) -> None:
-        """Every target writable, before any model loads: one line naming the flag otherwise."""
-        for kind in KINDS:
-            for name in names:
-                target = kind.target(self.settings.get(kind.key), name, len(names))
-                if target:
-                    kind.check(target, kind.flag)
+        """Every target writable, before any model loads: one line naming the flag otherwise (a flag's streams
+        one after another, the flags in registration order)."""
+        found = [pair for name in names for pair in self.targets(name, len(names))]
+        for kind, target in sorted(found, key=lambda pair: KINDS.index(pair[0])):
+            kind.check(target, kind.flag)
 
     def open(self, name: str, info: SourceInfo, streams: int) -> list[Sink]:
         """One stream's sinks; anything opened is closed again if a later one fails."""
         ctx = OpenContext(name, info, streams, self.codec, self.settings.get("serve"))
         sinks: list[Sink] = []
         try:
-            for kind in KINDS:
-                target = kind.target(self.settings.get(kind.key), name, streams)
-                if not target:
-                    continue
+            for kind, target in self.targets(name, streams):
                 if kind.shared:
                     log = self.shared.get((kind.key, target))
                     if log is None or log.closed:

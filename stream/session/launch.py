@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from models.spec import ModelInfo
 from stream.backends import BackendOptions, LoadRecord
@@ -56,16 +56,14 @@ def open_stream(uri: str) -> Source:
 
 
 def calibration_for(cfg: Config, specs: list[StreamSpec], sources: list[Source]):
-    from stream.backends.quantize import Calibration
-
-    path = cfg.calibration
-    if path == "source":  # the run's own recording: calibrated on the very frames it will classify
+    calibration = cfg.calibration_request()
+    if calibration.path == "source":  # the run's own recording: calibrated on the very frames it will classify
         files = [spec.uri for spec, src in zip(specs, sources, strict=True) if not src.info.live]
         if not files:
             raise UserError("--calibration source needs a video file or image folder among the sources; "
                             "give --calibration PATH for live cameras")
-        path = files[0]
-    return Calibration(path, cfg.calibration_frames, cfg.calibration_method)
+        calibration = replace(calibration, path=files[0])
+    return calibration
 
 
 def backend_options(cfg: Config, plan: RunPlan, calibration) -> BackendOptions:

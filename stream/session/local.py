@@ -77,7 +77,7 @@ class LocalEngine:
         source = slot.source
         if source is None:
             raise ValueError(f"stream {slot.name}: the local engine reads an opened source")
-        sinks = [*slot.sinks, *self.outputs.open(slot.name, slot.info, max(len(self.streams) + 1, 1))]
+        sinks = [*slot.sinks, *self.outputs.open(slot.name, slot.info, len(self.streams) + 1)]
         live_reopen = self.opener is not None and source.info.live
         reopen = (lambda uri=slot.spec.uri: self.opener(uri)) if live_reopen else _no_reopen(source)
         plan = slot.plan
@@ -121,17 +121,13 @@ class LocalEngine:
         for worker in (*(s.capture for s in self.streams.values()), self.stage):
             worker.start()
 
-    def release(self) -> None:
-        """No stream will join any more: the run ends when the last one does."""
-        self.mux.release()
-
     def step(self, timeout_s: float) -> str | None:
         """Show what was classified for up to `timeout_s`; why the run is over, or None while it goes on."""
         deadline = time.perf_counter() + timeout_s
         while True:
             left = deadline - time.perf_counter()
             try:
-                item = self.results.get(timeout=max(left, 0.0)) if left > 0 else self.results.get(timeout=0)
+                item = self.results.get(timeout=max(left, 0.0))
             except queue.Empty:
                 item = None
             except Stopped:  # a worker failed; finish() reports its error
@@ -169,22 +165,13 @@ class LocalEngine:
         """A stream's last frame went to its sinks: finalise them now, not at the end of the run."""
         s = self.streams[stream_id]
         s.ended = reason
-        for sink in dict.fromkeys(s.sinks):
-            try:
-                s.summaries.append(sink.summary())
-                sink.close()
-            except Exception as exc:  # noqa: BLE001 - every sink gets its chance; the first failure is reported
-                self.errors.append(exc)
-        s.sinks = s.slot.sinks = []  # a long service must not keep what its departed streams wrote to
-        if s.removed is not None and not s.removed.done():
-            s.removed.set_result(s.summaries)
+        _finalise(s, self.errors)
 
     def _reap(self) -> None:
         """Close the sources of streams whose capture thread has ended (a removed one may take a read to notice)."""
         for s in self.streams.values():
-            if s.ended is not None and not s.source_closed and not s.capture.is_alive():
-                s.source_closed = True
-                _close_sources(s)
+            if s.ended is not None:
+                _release_source(s)
 
     # ---- the end
 
@@ -232,26 +219,35 @@ class LocalEngine:
         if self._closed:
             return
         self._closed = True
-        failures = []
+        failures: list[BaseException] = []
         for s in self.streams.values():
-            for sink in dict.fromkeys(s.sinks):  # a sink shared by several streams closes once
-                try:
-                    s.summaries.append(sink.summary())
-                    sink.close()
-                except Exception as exc:  # noqa: BLE001 - every sink must get its chance to finalise
-                    failures.append(exc)
-            s.sinks = s.slot.sinks = []
-            if s.removed is not None and not s.removed.done():
-                s.removed.set_result(s.summaries)
-            if not s.source_closed and not s.capture.is_alive():  # one that missed its join may still read
-                s.source_closed = True
-                _close_sources(s)
+            _finalise(s, failures)
+            _release_source(s)
         if failures:
             raise failures[0]
 
 
-def _close_sources(s: _Stream) -> None:
-    for source in dict.fromkeys([s.slot.source, s.capture.source]):  # the one it reconnected to, too
+def _finalise(s: _Stream, failures: list[BaseException]) -> None:
+    """Close a stream's sinks (each once), keep their summaries, resolve its removal; failures are collected, so
+    every sink gets its chance to finalise."""
+    for sink in dict.fromkeys(s.sinks):
+        try:
+            s.summaries.append(sink.summary())
+            sink.close()
+        except Exception as exc:  # noqa: BLE001 - reported by the caller, first failure first
+            failures.append(exc)
+    s.sinks = s.slot.sinks = []  # a long service must not keep what its departed streams wrote to
+    if s.removed is not None and not s.removed.done():
+        s.removed.set_result(s.summaries)
+
+
+def _release_source(s: _Stream) -> None:
+    """Close its source (and the one it reconnected to) once its capture thread is done with them; one that missed
+    its join may still be reading, and keeps them."""
+    if s.source_closed or s.capture.is_alive():
+        return
+    s.source_closed = True
+    for source in dict.fromkeys([s.slot.source, s.capture.source]):
         if source is not None:
             source.close()
 

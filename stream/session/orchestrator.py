@@ -79,11 +79,10 @@ class Run:
         self.plan = plan_run(cfg, self.specs, [s.info for s in self.sources], available_cores(), cfg.keep_running)
 
     def _codec_notes(self, names: list[str]) -> None:
-        from stream.media.streams import output_path
         from stream.outputs.video_writer import choose_codec
 
         for name in names:
-            path = output_path(self.cfg.output, name, len(names), "--output")
+            path = next((t for kind, t in self.outputs.targets(name, len(names)) if kind.key == "output"), None)
             note = choose_codec(path, self.cfg.codec).note if path else None
             if note:
                 print(f"note: {note}", file=sys.stderr)

@@ -50,8 +50,6 @@ class Engine(Protocol):
 
     def start(self) -> None: ...
 
-    def release(self) -> None: ...
-
     def step(self, timeout_s: float) -> str | None: ...
 
     def observe(self, snap: StatsSnapshot) -> None: ...
@@ -179,7 +177,7 @@ class Session:
                 continue
             # A stream that has ended is shown as it was at its end: its rolling windows must not fill with idle
             # time while the others run on (that would turn its verdict).
-            ended = live.state in (ENDED, FAILED, REMOVED) and stats.last_rendered_at is not None
+            ended = live.state in (ENDED, FAILED) and stats.last_rendered_at is not None
             s = stats.snapshot(min(now, stats.last_rendered_at) if ended else now)
             rows.append(SnapshotRow(slot.name, live.state, s, live.drops, live.reconnects, live.stalls,
                                     live.last_frame_age_s, slot.plan.policy))
