@@ -67,6 +67,7 @@ class CaptureThread(Worker):
         self.reconnects = 0  # successful reconnections
         self.stalls = 0
         self.last_frame_at: float | None = None
+        self._waiting_since: float | None = None  # when the wait for the next frame began, if before its read
         self._rng = random.Random(seed)
 
     def status(self, now: float | None = None) -> str:
@@ -101,7 +102,9 @@ class CaptureThread(Worker):
             self.mux.close(self.stream, self.end_reason)
 
     def _run(self) -> None:
-        # Frames a live source buffered during start-up are seconds old: never show them as live.
+        # Frames a live source buffered during start-up are seconds old: never show them as live. Skipping them waits
+        # on the source too: a source that goes silent meanwhile has been silent since then, not since the next read.
+        self._waiting_since = time.perf_counter()
         self.stale_discarded += self.source.discard_backlog()
         self.state = RUNNING
         started, read_this_pass, healthy_since = time.perf_counter(), 0, time.perf_counter()
@@ -114,7 +117,7 @@ class CaptureThread(Worker):
             if self.max_frames is not None and self.frames_read >= self.max_frames:
                 self.end_reason = f"--max-frames {self.max_frames} reached"
                 break
-            asked = time.perf_counter()
+            asked = self._waiting_since or time.perf_counter()
             try:
                 frame = self.source.read()
             except StreamError as exc:
@@ -141,6 +144,7 @@ class CaptureThread(Worker):
                     continue
                 self.state = ENDED
                 return
+            self._waiting_since = None
             self.last_frame_at = frame.captured_at
             frame = replace(frame, index=self.frames_read, stream=self.stream,
                             # A live stream's clock runs on across reconnects (a new source starts at 0).
@@ -171,6 +175,7 @@ class CaptureThread(Worker):
             except UserError:
                 continue
             self.source = source
+            self._waiting_since = time.perf_counter()
             self.backlog_skipped += source.discard_backlog()
             self.reconnects += 1
             self.state = RUNNING
