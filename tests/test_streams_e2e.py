@@ -98,8 +98,13 @@ def test_four_cameras_one_drops_and_returns_the_others_keep_their_pace(tmp_path)
 def test_a_stalled_camera_is_detected_and_reconnected_within_the_stated_time(tmp_path):
     with LoopbackCameras(2) as cameras:
 
-        def stall(start):
-            time.sleep(6.0)
+        def stall(start):  # once both streams are going: a stall during start-up has no gap to measure
+            log = tmp_path / "stall.jsonl"
+            while time.monotonic() < start + 120 and (
+                    not log.exists() or len({json.loads(line)["stream"] for line in log.read_text().splitlines()
+                                             if line.endswith("}")}) < 2):
+                time.sleep(0.05)
+            time.sleep(1.0)
             cameras.stall(1, 60.0)
 
         result, report, logged = run_streams(cameras, tmp_path, "stall", 360, during=stall)
