@@ -60,7 +60,9 @@ class Feed:
                 sent = encoded.seq
                 self._publish(encoded)
         finally:
-            if self._stopping.is_set():
+            # Not when the task is destroyed with a loop the server already stopped: no viewer is left to tell, and
+            # there is no running loop to tell them on.
+            if self._stopping.is_set() and loop.is_running():
                 self._publish(None)
 
     def _publish(self, encoded: Encoded | None) -> None:
