@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "127.0.0.1; any other host is reachable from elsewhere: add --serve-token)")
     p.add_argument("--serve-token", help="require this token of every --serve request but /healthz "
                                          "(Authorization: Bearer TOKEN, or ?token=TOKEN)")
+    p.add_argument("--serve-allow-host", metavar="NAMES",
+                   help="comma-separated host names the --serve server answers besides loopback names and the "
+                        "address it listens on (a request naming any other Host is refused: DNS rebinding)")
     p.add_argument("--report", help="run report JSON to write (a summary is always printed)")
     p.add_argument("--predictions", help="JSON lines file, one line per processed frame (with its stream); "
                                          "{stream} in the path gives one file per stream")
@@ -72,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="failed reconnect attempts in a row before a stream is given up (default: no limit)")
     p.add_argument("--queue-size", type=int,
                    help="frames buffered per stream (default: 2 for live streams, 8 for files)")
+    p.add_argument("--max-buffer-mb", type=float,
+                   help=f"bound on the frames buffered by all streams together, in MB (default {d.max_buffer_mb:g})")
+    p.add_argument("--max-image-pixels", type=int,
+                   help=f"refuse images larger than this (width x height) before decoding them "
+                        f"(default {d.max_image_pixels})")
     p.add_argument("--drop-policy", choices=DROP_POLICIES,
                    help="latest: keep newest frames (live default); block: lossless (files default)")
     p.add_argument("--max-frames", type=int, help="stop after reading this many frames")

@@ -29,6 +29,8 @@ class Config(BackendSettings):  # the backend's settings first: device, precisio
     backend: str = "torch"
     batch: int | None = None  # None: 8 for a file read losslessly (throughput), 1 for live sources (latency)
     queue_size: int | None = None  # frames buffered per stream; None: 2 for live streams, 8 for files
+    max_buffer_mb: float = 512.0  # all streams' buffered frames together, in MB of pixels (bounds --queue-size)
+    max_image_pixels: int = 100_000_000  # an image source larger than this is refused before it is decoded
     drop_policy: str = "auto"
     max_frames: int | None = None
     batch_timeout_ms: float | None = None  # None: about a frame period of the fastest live stream
@@ -45,6 +47,7 @@ class Config(BackendSettings):  # the backend's settings first: device, precisio
     status_every: float = 5.0
     serve: str | None = None  # [HOST:]PORT of the browser preview, /api/status and /metrics (stream.web)
     serve_token: str | None = None  # required of every request to --serve but /healthz, when given
+    serve_allow_host: str | None = None  # comma-separated Host names --serve answers beyond loopback and its own
     codec: str = "auto"  # --output's codec: h264 for .mp4 when PyAV has libx264, mjpg for .avi
     engine: str = "local"  # local: threads in this process; ray: Serve replicas and stream actors (stream.cluster)
     ray_address: str | None = None  # None: start Ray on this machine; "auto" or HOST:PORT: join a cluster
@@ -118,6 +121,10 @@ def validate(cfg: Config) -> None:
         raise bad("batch", cfg.batch, "use a batch size from 1 to 256")
     if cfg.queue_size is not None and not 1 <= cfg.queue_size <= 1024:
         raise bad("queue_size", cfg.queue_size, "use a queue size from 1 to 1024")
+    if not 1 <= cfg.max_buffer_mb <= 1_000_000:
+        raise bad("max_buffer_mb", cfg.max_buffer_mb, "use megabytes from 1 to 1000000")
+    if not 1 <= cfg.max_image_pixels <= 10**10:
+        raise bad("max_image_pixels", cfg.max_image_pixels, "use a pixel count from 1 to 10000000000")
     if cfg.max_frames is not None and cfg.max_frames < 1:
         raise bad("max_frames", cfg.max_frames, "use a positive number of frames")
     if cfg.warmup < 0:
