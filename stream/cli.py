@@ -21,6 +21,7 @@ from stream.config import (
 )
 from stream.errors import Terminated, UserError
 from stream.interrupts import EXIT_SIGINT, EXIT_SIGTERM, Interrupts
+from stream.redact import install_log_filter, remember, scrub
 
 LAB_COMMANDS = ("bench", "eval")  # `run_stream.py bench|eval ...`: see stream/lab
 
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None, process_start: float | None = None) -> i
     process_start = time.perf_counter() if process_start is None else process_start
     argv = sys.argv[1:] if argv is None else argv
     interrupts = Interrupts()
+    install_log_filter()
     if threading_is_main():
         interrupts.install()
     try:
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None, process_start: float | None = None) -> i
             return lab_main(argv[0], argv[1:])
         return run(vars(build_parser().parse_args(argv)), process_start, interrupts)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {scrub(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         print("interrupted before the run started; nothing was processed", file=sys.stderr)
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None, process_start: float | None = None) -> i
     except Exception as exc:  # noqa: BLE001 - one line for users; STREAM_DEBUG=1 for the traceback
         if os.environ.get("STREAM_DEBUG"):
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with STREAM_DEBUG=1 for details)",
+        print(f"error: unexpected {type(exc).__name__}: {scrub(str(exc))} (rerun with STREAM_DEBUG=1 for details)",
               file=sys.stderr)
         return 1
 
@@ -151,6 +153,7 @@ def run(args: dict, process_start: float, interrupts=None) -> int:
         if value is not None:
             args[key] = "on" if value else "off"
     cfg = merge(load_toml(config_path) if config_path else {}, args)
+    remember(cfg.serve_token)
     from stream.session.orchestrator import run_streams
 
     if cfg.engine == "ray":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -117,6 +118,10 @@ def validate(cfg: Config) -> None:
     def bad(key: str, value, fix: str) -> UserError:
         return UserError(f"bad value for {key.replace('_', '-')}: {value!r}; {fix}")
 
+    for f in fields(cfg):  # nan passes every `not low <= x <= high` test the wrong way round; inf is no setting
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad(f.name, value, "use a finite number")
     if cfg.batch is not None and not 1 <= cfg.batch <= 256:
         raise bad("batch", cfg.batch, "use a batch size from 1 to 256")
     if cfg.queue_size is not None and not 1 <= cfg.queue_size <= 1024:
@@ -125,22 +130,22 @@ def validate(cfg: Config) -> None:
         raise bad("max_buffer_mb", cfg.max_buffer_mb, "use megabytes from 1 to 1000000")
     if not 1 <= cfg.max_image_pixels <= 10**10:
         raise bad("max_image_pixels", cfg.max_image_pixels, "use a pixel count from 1 to 10000000000")
-    if cfg.max_frames is not None and cfg.max_frames < 1:
+    if cfg.max_frames is not None and not 1 <= cfg.max_frames <= 10**12:
         raise bad("max_frames", cfg.max_frames, "use a positive number of frames")
-    if cfg.warmup < 0:
-        raise bad("warmup", cfg.warmup, "use 0 or more warm-up iterations")
+    if not 0 <= cfg.warmup <= 1000:
+        raise bad("warmup", cfg.warmup, "use 0 to 1000 warm-up iterations")
     if cfg.target_fps is not None and not 0 < cfg.target_fps <= 1000:
         raise bad("target_fps", cfg.target_fps, "use a frame rate above 0")
     if cfg.batch_timeout_ms is not None and not 0 <= cfg.batch_timeout_ms <= 600_000:
         raise bad("batch_timeout_ms", cfg.batch_timeout_ms, "use milliseconds from 0 to 600000")
     if cfg.max_staleness_ms is not None and not 0 < cfg.max_staleness_ms <= 600_000:
         raise bad("max_staleness_ms", cfg.max_staleness_ms, "use milliseconds above 0 (0 would drop every live frame)")
-    if cfg.max_reconnects is not None and cfg.max_reconnects < 0:
+    if cfg.max_reconnects is not None and not 0 <= cfg.max_reconnects <= 10**9:
         raise bad("max_reconnects", cfg.max_reconnects, "use 0 or more attempts")
     if cfg.latency_budget_ms is not None and not 0 < cfg.latency_budget_ms <= 600_000:
         raise bad("latency_budget_ms", cfg.latency_budget_ms, "use a positive number of milliseconds")
-    if cfg.status_every <= 0:
-        raise bad("status_every", cfg.status_every, "use a positive number of seconds")
+    if not 0 < cfg.status_every <= 86_400:
+        raise bad("status_every", cfg.status_every, "use seconds above 0, up to 86400")
     for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKENDS), ("codec", CODECS),
                          ("display", TRISTATE), ("dashboard", TRISTATE), ("reconnect", TRISTATE)):
         if getattr(cfg, key) not in choices:

@@ -74,6 +74,24 @@ def scrub(text: str) -> str:
     return text
 
 
+def scrub_tree(value):
+    """A JSON-like value (the report) with `scrub` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub_tree(k): scrub_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_tree(v) for v in value]
+    return value
+
+
+def install_log_filter() -> None:
+    """Scrub every record the root logger's handlers (and logging's last-resort handler) emit."""
+    for handler in [*logging.getLogger().handlers, logging.lastResort]:
+        if handler is not None and not any(isinstance(f, ScrubFilter) for f in handler.filters):
+            handler.addFilter(ScrubFilter())
+
+
 class ScrubFilter(logging.Filter):
     """Masks remembered secrets in every log record that passes a handler (third-party loggers included)."""
 

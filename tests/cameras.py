@@ -120,3 +120,58 @@ class LoopbackCameras:
         self._closing = True
         self.server.shutdown()
         self.server.server_close()
+
+
+class Gate:
+    """A TCP forwarder in front of a camera, on 127.0.0.1: `hang()` makes it a black hole, as a camera whose
+    network path dies is: open connections go silent and new ones are accepted but never answered (a reader
+    blocks until its own timeout). `hung_connections` counts the connections accepted while hung."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.target = port
+        self.hung = threading.Event()
+        self.hung_connections = 0
+        self._held: list = []  # the black hole's sockets, kept open until close()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def hang(self) -> None:
+        self.hung.set()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.hung.is_set():
+                self.hung_connections += 1
+                self._held.append(client)
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self._held += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst) -> None:
+        while not self.hung.is_set():
+            try:
+                data = src.recv(65536)
+                if not data or self.hung.is_set():
+                    return
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._listener.close()
+        for s in self._held:
+            s.close()

@@ -19,6 +19,7 @@ from stream.interrupts import EXIT_SIGINT, EXIT_SIGTERM
 
 COMMANDS = ("bench", "eval")
 EXIT_SOME_FAILED = 1
+LIMIT = 1_000_000  # the largest count or number any lab flag takes
 
 
 def _list(kind, choices=None):
@@ -33,8 +34,8 @@ def _list(kind, choices=None):
         bad = [v for v in values if choices and v not in choices]
         if bad:
             raise argparse.ArgumentTypeError(f"{bad[0]!r} is not one of {', '.join(choices)}")
-        if kind is int and any(v < 1 for v in values):
-            raise argparse.ArgumentTypeError(f"must be ≥ 1: {text!r}")
+        if kind is int and any(not 1 <= v <= LIMIT for v in values):
+            raise argparse.ArgumentTypeError(f"must be from 1 to {LIMIT}: {text!r}")
         return values
     return parse
 
@@ -45,8 +46,8 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+        if not 0 <= value <= LIMIT:  # also refuses nan and inf; a warm-up of 1e20 batches would never end
+            raise argparse.ArgumentTypeError(f"use a number from 0 to {LIMIT}: {text!r}")
         return value
     return parse
 

@@ -17,6 +17,7 @@ import cv2
 from stream.errors import StreamError, UserError
 from stream.frames import Frame
 from stream.media.truncation import DecodeCheck, check_decoded
+from stream.redact import mask_uri
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -25,9 +26,18 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def local_path(uri: str) -> Path | None:
+    """The file or folder a URI names on this machine; None for a camera index or a stream URL."""
+    if uri.isdigit() or uri.lower().startswith(URL_SCHEMES):
+        return None
+    return Path(uri)
+
+
 def image_files(folder: Path) -> list[Path]:
     """The images directly in `folder`, by name (the order a folder source plays them)."""
     return sorted(p for p in folder.iterdir() if is_image(p))
+
+
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 # A URL that never answers must not hang the tool: OpenCV's FFmpeg backend honours these.
 URL_TIMEOUT_MS = 10_000
@@ -233,11 +243,12 @@ def open_source(uri: str, read_timeout_ms: int = URL_TIMEOUT_MS) -> Source:
     if uri.lower().startswith(URL_SCHEMES):
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, URL_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_timeout_ms]
         cap = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+        shown = mask_uri(uri)  # the source's name everywhere it is shown or stored: no credentials
         if not cap.isOpened():
-            raise UserError(f"cannot open stream {uri}; check the address, credentials and network")
+            raise UserError(f"cannot open stream {shown}; check the address, credentials and network")
         # A URL with a known frame count is a remote file: read it losslessly like a local one.
         live = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) <= 0
-        return VideoSource(uri, "url", cap, live=live)
+        return VideoSource(shown, "url", cap, live=live)
     path = Path(uri)
     if not path.exists():
         raise UserError(f"{uri}: no such file or folder; check the path given to --source")

@@ -12,9 +12,20 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from stream.errors import UserError
+from stream.redact import remember, secrets_in
 
 PLACEHOLDER = "{stream}"
 SOURCE_KEYS = {"uri", "name", "target_fps"}
+# A name becomes part of output paths ({stream}): one path component of safe characters, never `.` or `..`.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+NAME_RULE = "use 1 to 64 letters, digits, '_', '-' or '.' (not '.' or '..')"
+
+
+def check_name(name: object, where: str) -> str:
+    """A stream name given by the user, or a one-line error saying what is allowed."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
+        raise UserError(f"{where}: stream name {name!r}: {NAME_RULE}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,7 @@ def name_from_uri(uri: str) -> str:
         text = (parts.hostname or "") + (f"-{parts.port}" if parts.port else "") + parts.path
     else:
         text = Path(uri).stem or Path(uri).name
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "stream"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:48].strip("-.") or "stream"
 
 
 def with_unique_names(specs: list[StreamSpec]) -> list[StreamSpec]:
@@ -64,8 +75,8 @@ def load_sources_file(path: str) -> list[StreamSpec]:
         uri, name, fps = entry.get("uri"), entry.get("name"), entry.get("target_fps")
         if not isinstance(uri, str) or not uri:
             raise UserError(f"--sources {path}: source {i} needs a uri (a string)")
-        if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name)):
-            raise UserError(f"--sources {path}: source {i} name {name!r}: use letters, digits, '_', '-' or '.'")
+        if name is not None:
+            check_name(name, f"--sources {path}: source {i}")
         if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000):
             raise UserError(f"--sources {path}: source {i} target_fps {fps!r}: use a frame rate above 0")
         specs.append(StreamSpec(uri, name or name_from_uri(uri), float(fps) if fps is not None else None))
@@ -76,6 +87,9 @@ def stream_specs(sources: list[str], sources_file: str | None) -> list[StreamSpe
     specs = [StreamSpec(uri, name_from_uri(uri)) for uri in sources]
     if sources_file:
         specs += load_sources_file(sources_file)
+    for spec in specs:  # from here on no error line, log record or report can show them
+        for secret in secrets_in(spec.uri):
+            remember(secret)
     return with_unique_names(specs)
 
 

@@ -28,14 +28,16 @@ def _eta(seconds: float | None) -> str:
 
 
 def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
+    # Whatever the user named (URIs, paths, stream names, labels) goes in as Text: a string would be read as
+    # rich markup, and `x[/y].mp4` is a markup error that would end the run.
     header = Table.grid(padding=(0, 2))
     if len(snap.streams) > 1:
-        header.add_row("sources", ", ".join(f"{row.name} ({row.policy})" for row in snap.streams))
+        header.add_row("sources", Text(", ".join(f"{row.name} ({row.policy})" for row in snap.streams)))
     elif info.source is not None:
-        header.add_row("source", f"{info.source.uri} ({info.source.kind}, {info.drop_policy})")
+        header.add_row("source", Text(f"{info.source.uri} ({info.source.kind}, {info.drop_policy})"))
     else:
         header.add_row("source", "none yet: waiting for streams to join")
-    header.add_row("model", f"{info.model}  weights: {info.weights}")
+    header.add_row("model", Text(f"{info.model}  weights: {info.weights}"))
     header.add_row("backend", f"{info.backend} on {info.device}, {info.precision}, batch {info.batch}")
     resize = "faithful to the weights" if info.resize == "faithful" else "FAST (no antialiasing: labels may differ)"
     header.add_row("resize", f"{info.interpolation}, {resize}")
@@ -58,7 +60,7 @@ def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
     top.add_column("label")
     top.add_column("prob", justify="right")
     for t in snap.top:
-        top.add_row(t.label, f"{t.prob * 100:.1f}%")
+        top.add_row(Text(t.label), f"{t.prob * 100:.1f}%")
 
     state = Table.grid(padding=(0, 2))
     state.add_row("frames", f"read {snap.frames_read}  processed {snap.frames_processed}  "
@@ -97,9 +99,10 @@ def streams_table(snap: StatsSnapshot) -> Table:
         s, e2e = row.snap, row.snap.latency_ms["end_to_end"]
         age = "--" if row.last_frame_age_s is None else f"{row.last_frame_age_s:.1f} s ago"
         top = f"{s.top[0].label} {s.top[0].prob:.0%}" if s.top else ""
-        table.add_row(row.name, Text(row.state, style=STATE_STYLE.get(row.state, "")), f"{s.fps_10s.pipeline:.1f}",
+        table.add_row(Text(row.name), Text(row.state, style=STATE_STYLE.get(row.state, "")),
+                      f"{s.fps_10s.pipeline:.1f}",
                       f"{_ms(e2e.p50)}/{_ms(e2e.p95)}", f"{row.drops['full']}/{row.drops['stale']}",
-                      f"{row.reconnects}" + (f" ({row.stalls} stalls)" if row.stalls else ""), age, top)
+                      f"{row.reconnects}" + (f" ({row.stalls} stalls)" if row.stalls else ""), age, Text(top))
     return table
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.media.sources import SourceInfo
-from stream.media.streams import output_path
+from stream.media.streams import StreamSpec, output_path
+from stream.outputs.claims import Claim, Claims, input_files
 from stream.outputs.sinks import PredictionsLog, Sink, VideoFileSink, WindowSink, check_writable
 
 
@@ -34,6 +35,7 @@ class OutputKind:
     open: Callable[[str, OpenContext], Sink]
     check: Callable[[str, str], None] = lambda target, flag: None
     shared: bool = False
+    file: bool = False  # its target is a file path, which must not be an input or another output
 
 
 def _path(flag: str):
@@ -54,9 +56,9 @@ def _window_title(on: bool, name: str, streams: int) -> str | None:
 
 
 KINDS: tuple[OutputKind, ...] = (
-    OutputKind("output", "--output", _path("--output"), _video, check_writable),
+    OutputKind("output", "--output", _path("--output"), _video, check_writable, file=True),
     OutputKind("predictions", "--predictions", _path("--predictions"), lambda path, ctx: PredictionsLog(path),
-               check_writable, shared=True),
+               check_writable, shared=True, file=True),
     OutputKind("display", "--display", _window_title, lambda title, ctx: WindowSink(title)),
     OutputKind("serve", "--serve", lambda server, name, streams: name if server is not None else None,
                lambda name, ctx: ctx.server.add_stream(name)),
@@ -71,6 +73,7 @@ class Outputs:
     settings: Mapping[str, Any]  # kind key → the run's setting (a path template, True for a window, the server)
     codec: str = "auto"
     shared: dict[tuple[str, str], Any] = field(default_factory=dict)
+    claims: Claims = field(default_factory=Claims)  # every file read or written so far, joined streams' too
 
     def targets(self, name: str, streams: int) -> list[tuple[OutputKind, str]]:
         """The kinds this stream has, in registration order, each with its target."""
@@ -81,12 +84,19 @@ class Outputs:
                 found.append((kind, target))
         return found
 
-    def check(self, names: list[str]) -> None:
-        """Every target writable, before any model loads: one line naming the flag otherwise (a flag's streams
-        one after another, the flags in registration order)."""
-        found = [pair for name in names for pair in self.targets(name, len(names))]
-        for kind, target in sorted(found, key=lambda pair: KINDS.index(pair[0])):
+    def check(self, specs: list[StreamSpec], run_files: list[tuple[str, str | None]] = ()) -> None:
+        """Before anything is opened: no output on an input or on another output (`run_files`: the run's own, as
+        (flag, path)), and every target writable; one line naming the flag otherwise (a flag's streams one after
+        another, the flags in registration order)."""
+        names = [s.name for s in specs]
+        found = [(name, pair) for name in names for pair in self.targets(name, len(names))]
+        inputs = [(path, s.name) for s in specs for path in input_files(s.uri)]
+        outputs = [(target, Claim(kind.flag, name, kind.shared)) for name, (kind, target) in found if kind.file]
+        outputs += [(path, Claim(flag, "run")) for flag, path in run_files if path]
+        self.claims.check(inputs, outputs)
+        for _, (kind, target) in sorted(found, key=lambda pair: KINDS.index(pair[1][0])):
             kind.check(target, kind.flag)
+        self.claims.record(inputs, outputs)
 
     def open(self, name: str, info: SourceInfo, streams: int) -> list[Sink]:
         """One stream's sinks; anything opened is closed again if a later one fails."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from stream.errors import UserError
 from stream.frames import Classified
+from stream.outputs.staged import Staged
 from stream.outputs.video_writer import choose_codec, even_size, open_encoder
 
 
@@ -78,7 +79,8 @@ class VideoFileSink:
         self.codec = choose_codec(path, codec).codec
         self.size = even_size(width, height, self.codec)
         self.written = 0
-        self._writer = open_encoder(path, self.codec, fps, *self.size)
+        self._staged = Staged(path)
+        self._writer = open_encoder(self._staged.write_path, self.codec, fps, *self.size)
 
     def summary(self) -> VideoSummary:
         return VideoSummary(self.path, self.written, self.codec)
@@ -95,7 +97,10 @@ class VideoFileSink:
         return True
 
     def close(self) -> None:
-        self._writer.close()
+        try:
+            self._writer.close()
+        finally:  # a video that failed to flush its last frames still holds every frame before them
+            self._staged.commit()
 
 
 class WindowSink:
@@ -138,7 +143,8 @@ class PredictionsLog:
         self.written = 0
         self._users = 0
         self._lock = threading.Lock()  # one render thread today; handles may be closed from elsewhere
-        self._file = open(path, "w", buffering=1, encoding="utf-8")
+        self._staged = Staged(path)
+        self._file = open(self._staged.write_path, "w", buffering=1, encoding="utf-8")
 
     def for_stream(self, name: str) -> _LogHandle:
         with self._lock:
@@ -163,7 +169,10 @@ class PredictionsLog:
             self._users -= 1
             last = self._users <= 0
         if last:
-            self._file.close()
+            try:
+                self._file.close()
+            finally:
+                self._staged.commit()
 
     @property
     def closed(self) -> bool:

@@ -33,6 +33,7 @@ from stream.pipeline.render import Readout, Renderer
 from stream.session.records import REMOVED, EngineResult, StreamLive, StreamOutcome, StreamSlot
 
 JOIN_TIMEOUT_S = 10.0
+STAGE_JOIN_S = 3.0  # the batch stage's bound to finish its batch at a stop (a batch of 8 takes well under 1 s here)
 
 StageFactory = Callable[..., BatchStage]  # (mux, outbox, stats by stream id, totals, stop) → the batch stage
 Opener = Callable[[str], Source]
@@ -177,18 +178,25 @@ class LocalEngine:
 
     def finish(self, drain: bool = True, reason: str = "stopped") -> EngineResult:
         """Stop every thread, drain what was classified to the sinks (unless a sink already failed: it would only
-        fail again), close them all."""
+        fail again), close them all.
+
+        The sinks close before the cameras are waited for: a supervisor sends SIGKILL some seconds after SIGTERM
+        (10 s by default for systemd's and Docker's), and a camera stuck in a read or a reconnect could hold an
+        mp4's index back that long. Only the batch stage feeds the sinks, and it is given STAGE_JOIN_S; what the
+        captures still add to the mux is counted as dropped at the stop."""
         self.stop_event.set()
         captures = [s.capture for s in self.streams.values()]
         for c in captures:
             c.halt.set()
         deadline = time.monotonic() + JOIN_TIMEOUT_S  # one deadline for all: a stuck camera costs it once
-        for worker in (*captures, self.stage):
-            if worker.ident is not None:  # a run that failed before it started has threads never started
-                worker.join(max(deadline - time.monotonic(), 0.0))
+        _join(self.stage, min(deadline, time.monotonic() + STAGE_JOIN_S))
         errors = list(self.errors)
         if drain and not errors:
             _collect(errors, self._drain)
+        _collect(errors, self._finalise_all)
+        for c in captures:
+            _join(c, deadline)
+        self.mux.discard_unprocessed()  # read, never processed: counted as dropped ("at stop")
         _collect(errors, self._close)
         outcomes = [self._outcome(s) for s in self.streams.values()]
         failed = next((w.error for w in (*captures, self.stage) if w.error is not None), None)
@@ -213,7 +221,13 @@ class LocalEngine:
         for item in [*self.results.drain(), *self.stage.undelivered]:
             if isinstance(item, Classified) and self.streams[item.frame.stream].sinks:
                 self.show(item)
-        self.mux.discard_unprocessed()  # read, never processed: counted as dropped ("at stop")
+
+    def _finalise_all(self) -> None:
+        failures: list[BaseException] = []
+        for s in self.streams.values():
+            _finalise(s, failures)
+        if failures:
+            raise failures[0]
 
     def _close(self) -> None:
         if self._closed:
@@ -257,6 +271,11 @@ def _no_reopen(source: Source) -> Callable[[], Source]:
         raise StreamError(f"{source.info.uri} cannot be reopened")
 
     return reopen
+
+
+def _join(worker, deadline: float) -> None:
+    if worker.ident is not None:  # a run that failed before it started has threads never started
+        worker.join(max(deadline - time.monotonic(), 0.0))
 
 
 def _collect(errors: list[BaseException], fn, *args) -> None:

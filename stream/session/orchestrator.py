@@ -23,6 +23,7 @@ from stream.media.sources import Source
 from stream.media.streams import StreamSpec, stream_specs
 from stream.observe.runinfo import RunInfo
 from stream.outputs.kinds import Outputs
+from stream.redact import scrub
 from stream.session.launch import Launched, Launcher, launch_local, open_stream
 from stream.session.plan import RunPlan, plan_run, plan_stream
 from stream.session.records import RunOutcome, StreamSlot
@@ -63,7 +64,7 @@ class Run:
             print(f"no --source given: using the sample clip {uri}")
             self.specs = [StreamSpec(uri, "sample")]
         names = [s.name for s in self.specs]
-        self.outputs.check(names)
+        self.outputs.check(self.specs, [("--report", cfg.report)])
         if cfg.report:
             from stream.outputs.sinks import check_writable
 
@@ -165,7 +166,7 @@ class Run:
         """A stream joins the run in progress, by the checks a stream given at start passes."""
         if self.session is None:
             raise UserError("the run has not started; give the stream with --source")
-        self.outputs.check([spec.name])
+        self.outputs.check([spec])
         source = open_stream(spec.uri)
         try:
             return self.session.add(spec, source.info, plan_stream(self.cfg, spec, source.info),
@@ -193,7 +194,7 @@ class Run:
         truncated = check_truncated(cfg, outcome, report)
         if cfg.report:
             write_report(report, cfg.report)
-        print(summary(report))
+        print(scrub(summary(report)))
         for line in launched.summary_lines(report):
             print(line)
         return exit_status(outcome, report, truncated)
@@ -229,12 +230,12 @@ def exit_status(outcome: RunOutcome, report: dict, truncated: str | None) -> int
     if outcome.error is not None:
         err = outcome.error
         if isinstance(err, UserError):
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {scrub(str(err))}", file=sys.stderr)
             return err.exit_code
-        print(f"error during the run: {type(err).__name__}: {err} "
+        print(f"error during the run: {type(err).__name__}: {scrub(str(err))} "
               "(outputs hold the frames processed so far)", file=sys.stderr)
         return 1
     if truncated:
-        print(f"error: {truncated}", file=sys.stderr)
+        print(f"error: {scrub(truncated)}", file=sys.stderr)
         return EXIT_INCOMPLETE
     return 0

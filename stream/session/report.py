@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 
@@ -111,9 +110,10 @@ def build_report(info: RunInfo, outcome, load: LoadTimes, process_start: float,
 
 
 def write_report(report: dict, path: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+    from stream.outputs.staged import write_json
+    from stream.redact import scrub_tree
+
+    write_json(scrub_tree(report), path)
 
 
 def summary(report: dict) -> str:
