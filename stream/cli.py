@@ -11,7 +11,7 @@ from stream.argparsing import OneLineParser
 from stream.backends import auto_precisions, offering, precision_choices
 from stream.backends.settings import add_backend_flags
 from stream.config import (
-    BACKENDS,
+    BACKEND_CHOICES,
     CODECS,
     DROP_POLICIES,
     ENGINES,
@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "{stream} in the path gives one file per stream")
     p.add_argument("--model", help=f"torchvision classification model or efficientnet_lite0 (default {d.model})")
     p.add_argument("--weights", help="imagenet (download once, cached), random, or a local state_dict file")
-    p.add_argument("--backend", choices=BACKENDS,
-                   help=f"inference backend; onnxruntime is the optimised CPU path (default {d.backend})")
+    p.add_argument("--backend", choices=BACKEND_CHOICES,
+                   help="inference backend (default auto: the fastest installed for the device, OpenVINO then ONNX "
+                        "Runtime then PyTorch on a CPU, TensorRT then PyTorch on an NVIDIA GPU; said at the start)")
     p.add_argument("--trt", dest="backend", action="store_const", const="tensorrt",
                    help="= --backend tensorrt (NVIDIA GPU; see requirements-gpu.txt)")
     p.add_argument("--precision", choices=precision_choices(),

@@ -7,8 +7,8 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from stream.backends import AUTO, check_offered
 from stream.backends import BACKEND_NAMES as BACKENDS
-from stream.backends import check_offered
 from stream.backends.settings import BackendSettings
 from stream.errors import UserError
 
@@ -16,6 +16,7 @@ DROP_POLICIES = ("auto", "latest", "block")
 TRISTATE = ("auto", "on", "off")
 CODECS = ("auto", "h264", "mp4v", "mjpg")  # stream.outputs.video_writer
 ENGINES = ("local", "ray")
+BACKEND_CHOICES = (AUTO, *BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Config(BackendSettings):  # the backend's settings first: device, precisio
     predictions: str | None = None
     model: str = "alexnet"
     weights: str = "imagenet"
-    backend: str = "torch"
+    backend: str = "auto"  # auto: the fastest installed for the device (stream.backends.registry.choose_backend)
     batch: int | None = None  # None: 8 for a file read losslessly (throughput), 1 for live sources (latency)
     queue_size: int | None = None  # frames buffered per stream; None: 2 for live streams, 8 for files
     max_buffer_mb: float = 512.0  # all streams' buffered frames together, in MB of pixels (bounds --queue-size)
@@ -146,13 +147,14 @@ def validate(cfg: Config) -> None:
         raise bad("latency_budget_ms", cfg.latency_budget_ms, "use a positive number of milliseconds")
     if not 0 < cfg.status_every <= 86_400:
         raise bad("status_every", cfg.status_every, "use seconds above 0, up to 86400")
-    for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKENDS), ("codec", CODECS),
+    for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKEND_CHOICES), ("codec", CODECS),
                          ("display", TRISTATE), ("dashboard", TRISTATE), ("reconnect", TRISTATE)):
         if getattr(cfg, key) not in choices:
             raise bad(key, getattr(cfg, key), f"choose one of {', '.join(choices)}")
     cfg.check_values()
-    check_offered(cfg.backend, precision=cfg.precision, device=cfg.device, hint=cfg.openvino_hint,
-                  converter=cfg.trt_converter)
+    if cfg.backend != AUTO:  # auto is checked once chosen (stream.session.orchestrator)
+        check_offered(cfg.backend, precision=cfg.precision, device=cfg.device, hint=cfg.openvino_hint,
+                      converter=cfg.trt_converter)
     if cfg.precision == "fp16" and cfg.device == "cpu":
         raise UserError("--precision fp16 needs a CUDA GPU; use --precision fp32 on CPU")
     if cfg.serve is not None:

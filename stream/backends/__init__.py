@@ -17,13 +17,16 @@ import numpy as np
 from models.spec import ModelInfo
 from stream.backends.cores import available_cores as available_cores  # the one name callers import
 from stream.backends.registry import (  # noqa: F401 - the package's names for what the registry holds
+    AUTO,
     BACKEND_NAMES,
+    BackendChoice,
     Capabilities,
     auto_precisions,
     backend_class,
     capabilities,
     check_offered,
     check_precision,
+    choose_backend,
     converter_choices,
     hint_choices,
     offering,

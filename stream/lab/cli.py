@@ -11,8 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from stream.argparsing import OneLineParser
+from stream.backends import AUTO, choose_backend, offering, precision_choices, runs
 from stream.backends import BACKEND_NAMES as BACKENDS
-from stream.backends import offering, precision_choices, runs
 from stream.backends.settings import BackendSettings, add_backend_flags
 from stream.errors import Terminated, UserError
 from stream.interrupts import EXIT_SIGINT, EXIT_SIGTERM
@@ -56,8 +56,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", type=_list(str), default=["alexnet"],
                    help="comma list; name:weights overrides --weights for one model (efficientnet_lite0:imagenet)")
     p.add_argument("--weights", default="imagenet", help="imagenet, random, or a state_dict file (default imagenet)")
-    p.add_argument("--backends", type=_list(str, BACKENDS), default=["torch", "onnxruntime"],
-                   help=f"comma list of {', '.join(BACKENDS)} (default torch,onnxruntime)")
+    p.add_argument("--backends", type=_list(str, (AUTO, *BACKENDS)), default=["torch", "onnxruntime"],
+                   help=f"comma list of {', '.join(BACKENDS)}, or auto (what a run picks here: the fastest installed) "
+                        "(default torch,onnxruntime)")
     # Every backend flag of the run's, by construction (--precision is a comma list below).
     add_backend_flags(p, BackendSettings(), helps={
         "cache_dir": "keep exports/engines here (default: a fresh cache in --out, deleted at the end, so first "
@@ -140,6 +141,10 @@ def _weights_exist(models: list[tuple[str, str]]) -> None:
 
 def main(command: str, argv: list[str]) -> int:
     args = build_parsers()[command].parse_args(argv)
+    if AUTO in args.backends:  # the backend a run would pick, measured under its own name
+        chosen = choose_backend(args.device, "auto")
+        print(f"auto: {chosen.name} ({chosen.reason})")
+        args.backends = list(dict.fromkeys(chosen.name if b == AUTO else b for b in args.backends))
     models = _models(args.models, args.weights)
     _weights_exist(models)
     out = _out_dir(args.out, command)

@@ -48,6 +48,7 @@ class Run:
         self.server = None
         self.session: Session | None = None
         self.plan: RunPlan | None = None
+        self.backend_choice = None  # stream.backends.BackendChoice under --backend auto
 
     # ---- prepare
 
@@ -70,6 +71,7 @@ class Run:
 
             check_writable(cfg.report, "--report")
         self._codec_notes(names)
+        cfg = self._choose_backend()
         backend_class(cfg.backend)  # fails fast, before any model is loaded
         if cfg.display == "on":
             WindowSink.check()
@@ -78,6 +80,21 @@ class Run:
         for spec in self.specs:
             self.sources.append(open_stream(spec.uri))
         self.plan = plan_run(cfg, self.specs, [s.info for s in self.sources], available_cores(), cfg.keep_running)
+
+    def _choose_backend(self) -> Config:
+        from dataclasses import replace
+
+        from stream.backends import AUTO, check_offered, choose_backend
+
+        cfg = self.cfg
+        if cfg.backend != AUTO:
+            return cfg
+        self.backend_choice = choose_backend(cfg.device, cfg.precision)
+        print(f"backend: {self.backend_choice.name} ({self.backend_choice.reason})", flush=True)
+        self.cfg = cfg = replace(cfg, backend=self.backend_choice.name)
+        check_offered(cfg.backend, precision=cfg.precision, device=cfg.device, hint=cfg.openvino_hint,
+                      converter=cfg.trt_converter)
+        return cfg
 
     def _codec_notes(self, names: list[str]) -> None:
         from stream.outputs.video_writer import choose_codec
@@ -186,6 +203,9 @@ class Run:
         cfg = self.cfg
         report = build_report(self.info, outcome, self.load, self.process_start, launched.device_peak_mb())
         launched.add_to_report(report, outcome)
+        if self.backend_choice is not None:
+            report["backend_choice"] = {"asked": "auto", "chosen": self.backend_choice.name,
+                                        "reason": self.backend_choice.reason}
         for stream in outcome.streams:
             report["warnings"] += stream.warnings
         if cfg.resize == "fast":
