@@ -75,7 +75,7 @@ class Run:
         window = cfg.engine == "local" and (cfg.display == "on" or (cfg.display == "auto" and display_available()))
         self.outputs.settings = {**self.outputs.settings, "display": window}
         for spec in self.specs:
-            self.sources.append(open_stream(spec.uri))
+            self.sources.append(open_stream(spec.uri, max_image_pixels=cfg.max_image_pixels))
         self.plan = plan_run(cfg, self.specs, [s.info for s in self.sources], available_cores(), cfg.keep_running)
 
     def _codec_notes(self, names: list[str]) -> None:
@@ -166,7 +166,7 @@ class Run:
         if self.session is None:
             raise UserError("the run has not started; give the stream with --source")
         self.outputs.check([spec.name])
-        source = open_stream(spec.uri)
+        source = open_stream(spec.uri, max_image_pixels=self.cfg.max_image_pixels)
         try:
             return self.session.add(spec, source.info, plan_stream(self.cfg, spec, source.info),
                                     self._launched.owned(source))
