@@ -6,6 +6,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from models.spec import check_model_name
 from stream.backends import BACKEND_NAMES as BACKENDS
 from stream.backends import check_offered
 from stream.backends.settings import BackendSettings
@@ -117,6 +118,7 @@ def validate(cfg: Config) -> None:
     def bad(key: str, value, fix: str) -> UserError:
         return UserError(f"bad value for {key.replace('_', '-')}: {value!r}; {fix}")
 
+    check_model_name(cfg.model)
     if cfg.batch is not None and not 1 <= cfg.batch <= 256:
         raise bad("batch", cfg.batch, "use a batch size from 1 to 256")
     if cfg.queue_size is not None and not 1 <= cfg.queue_size <= 1024:
