@@ -84,8 +84,9 @@ class OnnxRuntimeBackend:
     def _provider_options(self, provider: str, onnx: OnnxModel, ort_version: str) -> dict:
         if provider != "TensorrtExecutionProvider":
             return {}
-        # ONNX Runtime loads any engine file in its cache folder whose name matches its own hash of the graph
-        # (and the GPU's compute capability) and trusts it: the folder is keyed on the rest, and sealed by close().
+        # ONNX Runtime loads, unchecked, any engine file in its cache folder whose name matches what it computes
+        # (a hash of the graph; the GPU's compute capability in recent versions): the folder is keyed on the rest
+        # (ort_engine_fields), and its files are sealed with a sidecar by close().
         self._engines = ort_engine_fields(onnx, self.precision, ort_version, self.device)
         return {"trt_engine_cache_enable": "True",
                 "trt_engine_cache_path": str(self._cache.folder("ort-tensorrt", self._engines))}
