@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -17,6 +18,18 @@ from stream.errors import UserError
 LITE0 = "efficientnet_lite0"
 RANDOM_SEED = 0  # random weights are seeded, so a cached export of them is reproducible
 ONNX_OPSET = 17  # here, not in models.export, so cache keys can name it without importing torch
+# Every torchvision classification model's name (alexnet, vit_b_16, regnet_y_128gf) and LITE0 fit; a name is part of
+# cache file names, so nothing path-like ("../x", "a/b") may get that far.
+MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def check_model_name(name: str, flag: str = "--model") -> str:
+    """`name`, or a one-line UserError: before any path is built from it. Whether such a model exists is known
+    only to torchvision (imported on a cache miss, which then says so)."""
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        raise UserError(f"{flag} {name!r}: not a model name; give a torchvision classification model "
+                        f"(alexnet, resnet50, mobilenet_v3_large...) or {LITE0}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,9 @@ class ModelRequest:
 
     name: str
     weights: str = "imagenet"
+
+    def __post_init__(self) -> None:
+        check_model_name(self.name)
 
     def weights_id(self) -> str:
         """A stable identity of the weights, for cache keys; computed without importing torch."""

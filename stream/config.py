@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from models.spec import check_model_name
 from stream.backends import AUTO, check_offered
 from stream.backends import BACKEND_NAMES as BACKENDS
 from stream.backends.settings import BackendSettings
@@ -119,6 +120,7 @@ def validate(cfg: Config) -> None:
     def bad(key: str, value, fix: str) -> UserError:
         return UserError(f"bad value for {key.replace('_', '-')}: {value!r}; {fix}")
 
+    check_model_name(cfg.model)
     for f in fields(cfg):  # nan passes every `not low <= x <= high` test the wrong way round; inf is no setting
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not math.isfinite(value):

@@ -1,5 +1,7 @@
 """The Ray engine's pieces that need no Ray: the uint8 wire format is exact, the sizing rules, the tally."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -62,3 +64,18 @@ def test_a_restarted_stream_writes_files_of_its_own():
     assert restart_path("out/cam.mp4", 0) == "out/cam.mp4"
     assert restart_path("out/cam.mp4", 2) == "out/cam.restart2.mp4"
     assert restart_path(None, 1) is None
+
+
+def test_a_local_ray_is_started_as_a_single_node_and_the_switch_is_put_back(monkeypatch):
+    from ray._private import ray_constants
+
+    from stream.cluster.connect import SINGLE_NODE, loopback_only
+
+    monkeypatch.delenv(SINGLE_NODE, raising=False)
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    with loopback_only():
+        # What ray.init reads: 127.0.0.1 stays the node's address (it is not swapped for the routable one).
+        from ray._private.services import resolve_ip_for_localhost
+
+        assert os.environ[SINGLE_NODE] == "0" and resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
+    assert ray_constants.ENABLE_RAY_CLUSTER == before and SINGLE_NODE not in os.environ

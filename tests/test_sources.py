@@ -36,7 +36,7 @@ def test_image_folder_gives_each_readable_image_once(tmp_path):
     frames = read_until_end(source)
     assert [f.index for f in frames] == [0, 1]
     assert frames[0].image.shape == photo("chelsea").shape
-    assert source.skipped == [str(tmp_path / "2.jpg")]
+    assert source.skipped == [f"{tmp_path / '2.jpg'} (not a PNG, JPEG, BMP, TIFF or WebP image with a readable header)"]
 
 
 def test_loop_rewinds_a_file_and_keeps_counting(cat_clip):

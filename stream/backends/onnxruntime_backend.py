@@ -11,10 +11,11 @@ import time
 
 import numpy as np
 
-from models.spec import ModelRequest
+from models.spec import ModelRequest, package_version
 from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache
 from stream.backends.cores import available_cores
+from stream.backends.onnx_model import OnnxModel
 from stream.backends.quantize import onnx_for
 from stream.backends.registry import require_package
 from stream.errors import UserError
@@ -66,7 +67,8 @@ class OnnxRuntimeBackend:
         so.inter_op_num_threads = 1
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3  # errors only: stderr is kept for the tool's own one-line errors
-        provider_options = [self._provider_options(p, cache) for p in providers]
+        self._cache, self._engines = cache, None
+        provider_options = [self._provider_options(p, onnx, ort.__version__) for p in providers]
         try:
             self._session = ort.InferenceSession(str(onnx.path), so, providers=providers,
                                                  provider_options=provider_options)
@@ -79,11 +81,15 @@ class OnnxRuntimeBackend:
         self.load = LoadRecord(onnx.weights_s + time.perf_counter() - started, onnx.build_s, onnx.cache,
                                str(onnx.path))
 
-    @staticmethod
-    def _provider_options(provider: str, cache: ArtifactCache) -> dict:
-        if provider == "TensorrtExecutionProvider":
-            return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache.root / "ort-tensorrt")}
-        return {}
+    def _provider_options(self, provider: str, onnx: OnnxModel, ort_version: str) -> dict:
+        if provider != "TensorrtExecutionProvider":
+            return {}
+        # ONNX Runtime loads, unchecked, any engine file in its cache folder whose name matches what it computes
+        # (a hash of the graph; the GPU's compute capability in recent versions): the folder is keyed on the rest
+        # (ort_engine_fields), and its files are sealed with a sidecar by close().
+        self._engines = ort_engine_fields(onnx, self.precision, ort_version, self.device)
+        return {"trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(self._cache.folder("ort-tensorrt", self._engines))}
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         # run() returns host arrays, so the device work is finished when it returns.
@@ -96,4 +102,14 @@ class OnnxRuntimeBackend:
         return None  # ONNX Runtime does not expose its CUDA arena's peak through the Python API
 
     def close(self) -> None:
-        self._session = None
+        self._session = None  # first: the engines it built are written and closed
+        if self._engines is not None:
+            self._cache.seal("ort-tensorrt", self._engines)
+            self._engines = None
+
+
+def ort_engine_fields(onnx: OnnxModel, precision: str, ort_version: str, device: str) -> dict:
+    """What ONNX Runtime's TensorRT engines depend on beyond what it checks itself: the exported (or int8)
+    model, whose cache name is already a key of the model, weights and calibration; the runtimes' versions."""
+    return {"artifact": "ort-tensorrt", "model": onnx.info.name, "onnx": onnx.path.name, "precision": precision,
+            "onnxruntime": ort_version, "tensorrt": package_version("tensorrt"), "device": device}

@@ -1,10 +1,17 @@
-"""Starting or joining Ray, and leaving nothing behind that this run started."""
+"""Starting or joining Ray, and leaving nothing behind that this run started.
+
+A Ray started here serves this run alone: every process of it listens on loopback only (`loopback_only`),
+and Ray (2.52 and later) protects it with a token of its own. A cluster is set up by its operator
+(README, running a cluster safely: a private network, a firewall, RAY_AUTH_MODE=token on every node).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from stream.cluster.ledger import NAMESPACE
@@ -12,6 +19,7 @@ from stream.errors import UserError
 
 REACH_TIMEOUT_S = 3.0
 DIRECT_BYTES = 4 * 2**20
+SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch for machines where clusters are off
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,9 @@ def connect(address: str | None) -> Cluster:
     if address is None:
         # A request's pixels (150-300 KB) go with the call, not through the object store: measured on 2 cores,
         # the store's extra round trips cost more than the copy.
-        ray.init(_node_ip_address="127.0.0.1", _system_config={"max_direct_call_object_size": DIRECT_BYTES}, **quiet)
+        with loopback_only():
+            ray.init(_node_ip_address="127.0.0.1", _system_config={"max_direct_call_object_size": DIRECT_BYTES},
+                     dashboard_host="127.0.0.1", **quiet)
         return Cluster("local", True)
     reachable(address)
     try:
@@ -51,6 +61,30 @@ def connect(address: str | None) -> Cluster:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UserError(f"--ray-address {address}: cannot join that Ray cluster ({str(exc).splitlines()[0]})") from None
     return Cluster(address, False)
+
+
+@contextmanager
+def loopback_only() -> Iterator[None]:
+    """While Ray starts here: its GCS, raylet, workers and agents bind 127.0.0.1, not every interface.
+
+    On Linux ray.init turns a 127.0.0.1 node address into the machine's routable one, so that other nodes could
+    join, and its servers then listened on 0.0.0.0 and :: (Ray 2.60, measured: GCS, raylet, workers, dashboard
+    agent); unauthenticated before 2.52. It keeps loopback where it believes clusters are off, as on Windows and
+    macOS. The switch is read from the environment when ray is imported, so it is set on the module too; the
+    processes started meanwhile inherit the environment."""
+    from ray._private import ray_constants
+
+    saved_env, saved = os.environ.get(SINGLE_NODE), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[SINGLE_NODE] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(SINGLE_NODE, None)
+        else:
+            os.environ[SINGLE_NODE] = saved_env
 
 
 def start_serve() -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import ipaddress
 import math
 import time
 from dataclasses import dataclass
@@ -64,9 +65,33 @@ def normalise(pixels: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.nd
     return batch
 
 
+def serve_grpc_on_loopback() -> bool:
+    """On a node that lives on loopback (the Ray a run starts here: stream.cluster.connect.loopback_only), Serve's
+    gRPC server for calls between deployments listens on loopback too; whether it was arranged.
+
+    Ray 2.60's replica binds that server to every interface ("[::]:0") whatever the node's address. It does so
+    after the deployment's constructor has run, through a name of its replica module, which is replaced here
+    in this replica's process. tests/test_ray_loopback.py fails if a Ray upgrade changes this."""
+    if not ipaddress.ip_address(ray.util.get_node_ip_address()).is_loopback:
+        return False  # a cluster's node: other nodes' deployments may call it
+    from ray.serve._private import replica
+
+    bind = getattr(replica, "add_port_to_grpc_server", None)
+    if bind is None or getattr(bind, "loopback", False):
+        return bind is not None
+
+    def on_loopback(server, address: str):
+        return bind(server, "127.0.0.1" + address[len("[::]"):] if address.startswith("[::]:") else address)
+
+    on_loopback.loopback = True
+    replica.add_port_to_grpc_server = on_loopback
+    return True
+
+
 @serve.deployment(name=DEPLOYMENT)
 class Classifier:
     def __init__(self, job: ReplicaJob) -> None:
+        serve_grpc_on_loopback()
         context = serve.get_replica_context()
         self.replica = context.replica_id.unique_id
         self.node = ray.get_runtime_context().get_node_id()

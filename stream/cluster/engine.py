@@ -194,7 +194,7 @@ class RayEngine:
         return StreamJob(slot.name, slot.spec.uri, slot.plan, batching, self.plan.reconnect,
                          in_flight(slot.plan.live, batching.size, n), chunk(slot.plan.live, batching.size, n),
                          output_path(cfg.output, slot.name, n, "--output"), predictions, cfg.codec, cfg.resize,
-                         self.card, self.app, f"{self.app}-ledger")
+                         self.card, self.app, f"{self.app}-ledger", cfg.max_image_pixels)
 
     def _launch(self, tracks: list[ActorTrack]) -> None:
         """Every actor's process is up before its stream starts: started one by one (a worker process each, seconds

@@ -26,6 +26,7 @@ from stream.cluster.ledger import ledger
 from stream.cluster.recording import RecordingCollector
 from stream.cluster.remote_inference import Uint8Crop, remote_inference
 from stream.cluster.wire import ActorPoll, ActorResult, ActorStatus, BatchTally, ModelCard
+from stream.media.sources import MAX_IMAGE_PIXELS
 from stream.media.streams import StreamSpec
 from stream.observe.realtime import Target
 from stream.observe.stats import StatsCollector
@@ -55,6 +56,7 @@ class StreamJob:
     card: ModelCard
     app: str  # the Serve application holding the classifier
     ledger: str
+    max_image_pixels: int = MAX_IMAGE_PIXELS
 
 
 def restart_path(path: str | None, incarnation: int) -> str | None:
@@ -82,7 +84,7 @@ class StreamActor:
 
     def run(self) -> ActorResult:
         job = self.job
-        source = open_stream(job.uri)
+        source = open_stream(job.uri, max_image_pixels=job.max_image_pixels)
         plan = job.plan
         stats = RecordingCollector(lambda: self._engine_fill(), plan.buffer, lambda: self._engine_dropped(),
                                    lambda: None, plan.total,

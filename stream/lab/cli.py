@@ -10,6 +10,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from models.spec import check_model_name
 from stream.argparsing import OneLineParser
 from stream.backends import AUTO, choose_backend, offering, precision_choices, runs
 from stream.backends import BACKEND_NAMES as BACKENDS
@@ -107,7 +108,7 @@ def _models(names: list[str], weights: str) -> list[tuple[str, str]]:
     out = []
     for name in names:
         model, _, w = name.partition(":")
-        out.append((model, w or weights))
+        out.append((check_model_name(model, "--models"), w or weights))
     return out
 
 

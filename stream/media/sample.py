@@ -100,6 +100,7 @@ def sample_set(cache_dir: str | Path | None = None) -> Path:
     path = base / f"sample-set-v{SAMPLE_SET_VERSION}"
     if not path.is_dir():
         tmp = base / f".sample-set-{os.getpid()}.tmp"
+        tmp.mkdir(mode=0o700)  # a folder of the cache: the user's own (trusted_root checks it)
         make_labelled_set(tmp)
         try:
             os.replace(tmp, path)
@@ -109,7 +110,8 @@ def sample_set(cache_dir: str | Path | None = None) -> Path:
 
 
 def _cache_base(cache_dir: str | Path | None) -> Path:
-    """The one cache root (--cache-dir, else $STREAM_CLASSIFIER_CACHE, else the user cache), as exports use."""
-    from stream.backends.cache import default_root
+    """The one cache root (--cache-dir, else $STREAM_CLASSIFIER_CACHE, else the user cache), as exports use: a
+    private temporary one when other users could write there (stream.backends.cache.trusted_root)."""
+    from stream.backends.cache import default_root, trusted_root
 
-    return Path(cache_dir) if cache_dir else default_root()
+    return trusted_root(Path(cache_dir) if cache_dir else default_root())

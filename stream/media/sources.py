@@ -16,10 +16,15 @@ import cv2
 
 from stream.errors import StreamError, UserError
 from stream.frames import Frame
+from stream.media.headers import FORMATS, image_size
 from stream.media.truncation import DecodeCheck, check_decoded
 from stream.redact import mask_uri
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# --max-image-pixels' default (stream.config): 10000x10000, 300 MB decoded. A 1 MB PNG can declare 20000x20000
+# (1.2 GB decoded; 5.4 GB and 22 s seen through OpenCV), so the header is read and checked before any decode.
+MAX_IMAGE_PIXELS = 100_000_000
+OVER_LIMIT = "over the limit of"  # in a refusal's reason: the one a larger --max-image-pixels fixes
 
 
 def is_image(path: Path) -> bool:
@@ -36,6 +41,29 @@ def local_path(uri: str) -> Path | None:
 def image_files(folder: Path) -> list[Path]:
     """The images directly in `folder`, by name (the order a folder source plays them)."""
     return sorted(p for p in folder.iterdir() if is_image(p))
+
+
+def image_refusal(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+    """Why the image at `path` must not be decoded, from its header alone; None when it may be."""
+    size = image_size(path)
+    if size is None:
+        return f"not a {FORMATS} image with a readable header"
+    width, height = size
+    if width * height > max_pixels:
+        return f"{width}x{height} = {width * height} pixels, {OVER_LIMIT} {max_pixels}"
+    return None
+
+
+def decode_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS):
+    """(the BGR image, None) or (None, why it was not decoded); its size is checked before the decoder runs."""
+    why = image_refusal(path, max_pixels)
+    if why:
+        return None, why
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # OpenCV's own limit (OPENCV_IO_MAX_IMAGE_PIXELS, 2^30) is below --max-image-pixels'
+        return None, f"OpenCV refused to decode it ({str(exc).rpartition('error: ')[2].strip()[:120]})"
+    return (image, None) if image is not None else (None, "not a readable image")
 
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
@@ -173,14 +201,15 @@ class VideoSource:
 class ImageSource:
     """A single image or a folder of images, one frame each, in sorted name order."""
 
-    def __init__(self, uri: str, paths: list[Path]) -> None:
+    def __init__(self, uri: str, paths: list[Path], max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         self._paths = paths
         self._pos = 0
         self._next_index = 0
-        self.skipped: list[str] = []
+        self._max_pixels = max_pixels
+        self._refused: dict[Path, str] = {}  # why each image was skipped, once however often --loop replays it
         first = self._load_next()
         if first is None:
-            raise UserError(f"{uri}: no readable image found; pass a folder holding .jpg/.png images")
+            raise UserError(self._nothing_usable(uri))
         self._pending = first
         h, w = first.shape[:2]
         self.info = SourceInfo(
@@ -199,11 +228,25 @@ class ImageSource:
         while self._pos < len(self._paths):
             path = self._paths[self._pos]
             self._pos += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image, why = decode_image(path, self._max_pixels)
             if image is not None:
                 return image
-            self.skipped.append(str(path))
+            self._refused[path] = why
         return None
+
+    @property
+    def skipped(self) -> list[str]:
+        """'path (why)' for every image that was not shown."""
+        return [f"{path} ({why})" for path, why in self._refused.items()]
+
+    def _nothing_usable(self, uri: str) -> str:
+        reasons = list(self._refused.values())
+        fix = ("give a smaller image, or raise --max-image-pixels if this machine has the memory (3 bytes a pixel)"
+               if any(OVER_LIMIT in why for why in reasons) else "pass a folder holding .jpg/.png images")
+        if len(self._paths) == 1:
+            return f"{uri}: {reasons[0]}; {fix}"
+        more = f", and {len(reasons) - 1} more" if len(reasons) > 1 else ""
+        return f"{uri}: no usable image: {self.skipped[0]}{more}; {fix}"
 
     def read(self) -> Frame | None:
         image, self._pending = self._pending, None
@@ -229,9 +272,10 @@ class ImageSource:
         pass
 
 
-def open_source(uri: str, read_timeout_ms: int = URL_TIMEOUT_MS) -> Source:
+def open_source(uri: str, read_timeout_ms: int = URL_TIMEOUT_MS, max_image_pixels: int = MAX_IMAGE_PIXELS) -> Source:
     """Open what the user named; every failure is a UserError naming the fix. `read_timeout_ms` bounds
-    how long a silent stream URL blocks a read (the stall limit)."""
+    how long a silent stream URL blocks a read (the stall limit); an image above `max_image_pixels` is refused
+    (a folder skips it) from its header, before it is decoded."""
     if uri.isdigit():
         cap = cv2.VideoCapture(int(uri))
         if not cap.isOpened():
@@ -256,9 +300,9 @@ def open_source(uri: str, read_timeout_ms: int = URL_TIMEOUT_MS) -> Source:
         images = image_files(path)
         if not images:
             raise UserError(f"{uri}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return ImageSource(uri, images)
+        return ImageSource(uri, images, max_image_pixels)
     if is_image(path):
-        return ImageSource(uri, [path])
+        return ImageSource(uri, [path], max_image_pixels)
     if not os.access(path, os.R_OK):
         raise UserError(f"{uri}: file is not readable; check its permissions")
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from stream.errors import UserError
-from stream.media.sources import image_files, is_image
+from stream.media.sources import decode_image, image_files, is_image
 
 
 def spaced(total: int, count: int) -> list[int]:
@@ -22,12 +22,13 @@ def spaced(total: int, count: int) -> list[int]:
 
 
 def read_images(paths: list[str]) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """(frames, paths read, 'path (why)' for those that could not be decoded)."""
+    """(frames, paths read, 'path (why)' for those that could not be decoded); an image above the default
+    --max-image-pixels is skipped from its header, never decoded."""
     frames, read, skipped = [], [], []
     for path in paths:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        image, why = decode_image(path)
         if image is None:
-            skipped.append(f"{path} (not a readable image)")
+            skipped.append(f"{path} ({why})")
         else:
             frames.append(image)
             read.append(path)
@@ -38,17 +39,18 @@ def load_frames(inputs: str, count: int, flag: str = "--inputs") -> list[np.ndar
     """Up to `count` real frames from a video file, an image, or a folder of images; `flag` names the
     option that gave them in errors."""
     path = Path(inputs)
+    skipped: list[str] = []
     if path.is_dir():
         files = [str(p) for p in image_files(path)]
-        frames, _, _ = read_images([files[i] for i in spaced(len(files), count)])
+        frames, _, skipped = read_images([files[i] for i in spaced(len(files), count)])
     elif is_image(path):
-        frames, _, _ = read_images([str(path)])
+        frames, _, skipped = read_images([str(path)])
     elif path.is_file():
         frames = _video_frames(path, count, flag)
     else:
         raise UserError(f"{flag} {inputs}: no such file or folder")
     if not frames:
-        raise UserError(f"{flag} {inputs}: no decodable frames")
+        raise UserError(f"{flag} {inputs}: no decodable frames" + (f": {skipped[0]}" if skipped else ""))
     return frames
 
 

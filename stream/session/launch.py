@@ -16,7 +16,7 @@ from models.spec import ModelInfo
 from stream.backends import BackendOptions, LoadRecord
 from stream.config import Config
 from stream.errors import UserError
-from stream.media.sources import Source
+from stream.media.sources import MAX_IMAGE_PIXELS, Source
 from stream.media.streams import StreamSpec
 from stream.session.plan import RunPlan
 
@@ -47,12 +47,12 @@ class Launched:
 Launcher = Callable[[Config, list[StreamSpec], list[Source], RunPlan], object]  # a context manager of Launched
 
 
-def open_stream(uri: str) -> Source:
+def open_stream(uri: str, max_image_pixels: int = MAX_IMAGE_PIXELS) -> Source:
     from stream.media.sources import open_source
     from stream.pipeline.capture import READ_TIMEOUT_S
 
     # A silent stream URL must give its read back within the stall limit, so it can be reconnected.
-    return open_source(uri, read_timeout_ms=int(READ_TIMEOUT_S * 1000))
+    return open_source(uri, read_timeout_ms=int(READ_TIMEOUT_S * 1000), max_image_pixels=max_image_pixels)
 
 
 def calibration_for(cfg: Config, specs: list[StreamSpec], sources: list[Source]):

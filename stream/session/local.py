@@ -211,7 +211,7 @@ class LocalEngine:
         if state == ENDED and c.end_reason == "end of input":
             decode = c.source.decode_check(c.frames_read)
         skipped = getattr(c.source, "skipped", None)
-        warnings = [f"{len(skipped)} unreadable image(s) skipped: {skipped[:3]}"] if skipped else []
+        warnings = [f"{len(skipped)} image(s) skipped: {skipped[:3]}"] if skipped else []
         return StreamOutcome(s.slot, state, c.frames_read, c.stale_discarded, c.reconnects, c.stalls,
                              c.backlog_skipped, self.mux.drops(s.slot.id), c.error or c.stream_error, c.end_reason,
                              s.summaries, decode, warnings)

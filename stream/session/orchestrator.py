@@ -25,7 +25,7 @@ from stream.observe.runinfo import RunInfo
 from stream.outputs.kinds import Outputs
 from stream.redact import scrub
 from stream.session.launch import Launched, Launcher, launch_local, open_stream
-from stream.session.plan import RunPlan, plan_run, plan_stream
+from stream.session.plan import RunPlan, buffer_left, plan_run, plan_stream
 from stream.session.records import RunOutcome, StreamSlot
 from stream.session.report import LoadTimes, build_report, summary, write_report
 from stream.session.session import Session
@@ -78,8 +78,10 @@ class Run:
         window = cfg.engine == "local" and (cfg.display == "on" or (cfg.display == "auto" and display_available()))
         self.outputs.settings = {**self.outputs.settings, "display": window}
         for spec in self.specs:
-            self.sources.append(open_stream(spec.uri))
+            self.sources.append(open_stream(spec.uri, max_image_pixels=cfg.max_image_pixels))
         self.plan = plan_run(cfg, self.specs, [s.info for s in self.sources], available_cores(), cfg.keep_running)
+        for note in self.plan.notes:
+            print(f"note: {note}", file=sys.stderr)
 
     def _choose_backend(self) -> Config:
         from dataclasses import replace
@@ -184,10 +186,13 @@ class Run:
         if self.session is None:
             raise UserError("the run has not started; give the stream with --source")
         self.outputs.check([spec])
-        source = open_stream(spec.uri)
+        source = open_stream(spec.uri, max_image_pixels=self.cfg.max_image_pixels)
         try:
-            return self.session.add(spec, source.info, plan_stream(self.cfg, spec, source.info),
-                                    self._launched.owned(source))
+            left = buffer_left(self.cfg, [(s.plan, s.info) for s in self.session.slots])
+            plan = plan_stream(self.cfg, spec, source.info, left)
+            if plan.note:
+                print(f"note: {plan.note}", file=sys.stderr)
+            return self.session.add(spec, source.info, plan, self._launched.owned(source))
         except BaseException:
             source.close()
             raise

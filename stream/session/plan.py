@@ -5,10 +5,16 @@ batch 1 when alone; files are read losslessly and batched for throughput. Severa
 batched together: when any is live a batch holds up to one frame per stream (8 at most) and waits about
 one frame period of the fastest live stream for them, so no stream waits on a silent one. A stream that
 joins a run in progress is planned by the same rules (`plan_stream`); the batch is the run's, fixed at start.
+Buffers are bounded in bytes as well as frames: all streams' buffered frames together fit in --max-buffer-mb,
+which lowers --queue-size (with a note) where it must. The other holders of frames grow with --batch (at most 256),
+not with the buffer: the batch being classified, the results waiting for the render loop (two batches) and, on
+Ray, a stream's requests in flight (two batches' worth); at the default batch of 8 that is about 24 frames
+(570 MB of 4K frames) beside the buffers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from stream.backends import capabilities
@@ -28,6 +34,7 @@ FILE_BATCH_TIMEOUT_S = 0.05
 MAX_BATCH_TIMEOUT_S = 0.05
 LIVE_STALENESS_S = 0.5
 SERVICE_FPS = 30.0
+MB = 2**20  # as the report's memory figures count
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class StreamPlan:
     loop: bool = False
     pace_fps: float | None = None
     latency_budget_ms: float | None = None
+    note: str | None = None  # why its buffer holds fewer frames than asked for
 
     @property
     def policy(self) -> str:
@@ -74,12 +82,17 @@ class RunPlan:
     def live(self) -> bool:
         return any(s.live for s in self.streams)
 
+    @property
+    def notes(self) -> list[str]:
+        return [s.note for s in self.streams if s.note]
+
 
 def plan_run(cfg: Config, specs: list[StreamSpec], infos: list[SourceInfo], cores: int = 1,
              service: bool = False) -> RunPlan:
     """`service`: streams may join later (the run keeps going with none), so batch and reconnect are set for
-    cameras that are not there yet."""
-    streams = [plan_stream(cfg, spec, info) for spec, info in zip(specs, infos, strict=True)]
+    cameras that are not there yet. The streams share --max-buffer-mb equally."""
+    share = cfg.max_buffer_mb * MB / max(1, len(specs))
+    streams = [plan_stream(cfg, spec, info, share) for spec, info in zip(specs, infos, strict=True)]
     live = [s for s in streams if s.live]
     if cfg.batch:
         batch = cfg.batch
@@ -103,7 +116,8 @@ def plan_run(cfg: Config, specs: list[StreamSpec], infos: list[SourceInfo], core
                    model_threads(cfg, batch, cores))
 
 
-def plan_stream(cfg: Config, spec: StreamSpec, info: SourceInfo) -> StreamPlan:
+def plan_stream(cfg: Config, spec: StreamSpec, info: SourceInfo, buffer_bytes: float | None = None) -> StreamPlan:
+    """`buffer_bytes`: what its buffer may hold (`buffer_left` for a stream joining a run); None: --max-buffer-mb."""
     policy = cfg.drop_policy if cfg.drop_policy != "auto" else ("latest" if info.live or cfg.pace else "block")
     live = policy == "latest"
     # An image folder's nominal 1 fps is a slideshow rate for the output video, not a target.
@@ -111,7 +125,30 @@ def plan_stream(cfg: Config, spec: StreamSpec, info: SourceInfo) -> StreamPlan:
     total = None if cfg.loop or info.live else info.frame_count
     if total is not None and cfg.max_frames is not None:
         total = min(total, cfg.max_frames)
-    buffer = cfg.queue_size or (LIVE_BUFFER if live else FILE_BUFFER)
+    wanted = cfg.queue_size or (LIVE_BUFFER if live else FILE_BUFFER)
+    buffer = frames_within(wanted, info, cfg.max_buffer_mb * MB if buffer_bytes is None else buffer_bytes)
+    note = None if buffer == wanted else (
+        f"{'--queue-size ' if cfg.queue_size else 'the buffer of '}{wanted} lowered to {buffer} frame(s) for stream "
+        f"{spec.name}: its {info.width}x{info.height} frames take {frame_bytes(info) / MB:.1f} MB each, and all "
+        f"streams' buffers share --max-buffer-mb {cfg.max_buffer_mb:g}")
     pace = (info.fps or 30.0) if cfg.pace and not info.live else None
     return StreamPlan(spec.name, live, buffer, target, info.live or cfg.pace, total, cfg.max_frames, cfg.loop, pace,
-                      cfg.latency_budget_ms)
+                      cfg.latency_budget_ms, note)
+
+
+def frame_bytes(info: SourceInfo) -> int:
+    """A decoded frame: 8-bit BGR at the source's size (an image folder's first image; OpenCV's first frame)."""
+    return max(1, info.width * info.height * 3)
+
+
+def frames_within(wanted: int, info: SourceInfo, budget_bytes: float) -> int:
+    """`wanted`, or as many of the source's frames as fit in `budget_bytes`; at least one, or nothing moves."""
+    return max(1, min(wanted, int(budget_bytes // frame_bytes(info))))
+
+
+def buffer_left(cfg: Config, streams: Iterable[tuple[StreamPlan, SourceInfo]]) -> float:
+    """The bytes of --max-buffer-mb that these streams' buffers leave to a stream joining the run. A stream that
+    left still counts (its slot stays for the report): a service whose streams come and go ends up giving new
+    ones a single frame, never more than the bound."""
+    held = sum(plan.buffer * frame_bytes(info) for plan, info in streams)
+    return max(0.0, cfg.max_buffer_mb * MB - held)
