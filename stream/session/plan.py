@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from stream.backends import capabilities
+from stream.backends import AUTO, capabilities, choose_backend
 from stream.config import Config
 from stream.media.sources import SourceInfo
 from stream.media.streams import StreamSpec
@@ -65,10 +65,11 @@ def model_threads(cfg: Config, batch: int, cores: int) -> int | None:
     the pipeline. Measured on 2 cores, AlexNet int8, 720p with video, batch 8: 1 thread 154-163 fps against
     2 threads 130-150 (ONNX Runtime and OpenVINO alike); fp32 batch 8 the other way round (100 vs 107).
     """
-    cpu_bound = capabilities(cfg.backend).cpu_bound
-    if cfg.threads or not cpu_bound or cfg.precision != "int8" or batch == 1 or cores < 2:
+    if cfg.threads or cfg.precision != "int8" or batch == 1 or cores < 2:
         return cfg.threads
-    return cores - 1
+    # A plan made before the run picked its backend (a library caller's) plans for what auto will pick.
+    backend = cfg.backend if cfg.backend != AUTO else choose_backend(cfg.device, cfg.precision).name
+    return cores - 1 if capabilities(backend).cpu_bound else cfg.threads
 
 
 @dataclass(frozen=True)
