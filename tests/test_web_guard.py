@@ -232,6 +232,15 @@ def test_when_every_connection_is_in_use_a_new_one_is_refused_at_once(serve, mon
             v.close()
 
 
+def test_a_viewer_that_hangs_up_before_any_frame_is_let_go_at_once(serve):
+    srv = serve(["a"])
+    viewer = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    viewer.sendall(b"GET /stream/a.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert wait_until(lambda: srv.frames["a"].viewers == 1)
+    viewer.close()
+    assert wait_until(lambda: srv.frames["a"].viewers == 0 and not srv._feeds, timeout=3)
+
+
 # ---- 3. Sizes and rates
 
 def test_600_heights_keep_a_handful_of_encodings():

@@ -12,7 +12,8 @@
   so a flood of idle sockets cannot lock out a browser; only when every slot is in use is it refused (503).
 - Bad requests (too many or too long headers, a garbled request line) are answered 400 by aiohttp, which
   logs each with a traceback that can quote the request line and its `?token=`: `request_log` makes that
-  one line, the exception's type only.
+  one DEBUG line naming the exception's type only (a bug of ours: one line at aiohttp's level, the
+  traceback at DEBUG).
 """
 
 from __future__ import annotations
@@ -246,7 +247,8 @@ class _Guarded(asyncio.Protocol):
 
     def _arm(self) -> None:
         self._disarm()
-        self._timer = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S, self._expire)
+        if self._transport is not None and not self._transport.is_closing():  # a request can end after its client
+            self._timer = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S, self._expire)
 
     def _disarm(self) -> None:
         if self._timer is not None:

@@ -157,9 +157,11 @@ class PreviewServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._health)
         app.on_shutdown.append(self._on_shutdown)
+        # handler_cancellation: a viewer that hangs up while its stream has no new frame (the model still
+        # loading, a stalled camera) is let go then, not at the next frame.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_TIMEOUT_S / 2,
-                                     logger=guard.request_log(), keepalive_timeout=guard.IDLE_TIMEOUT_S,
-                                     **guard.PARSER_LIMITS)
+                                     handler_cancellation=True, logger=guard.request_log(),
+                                     keepalive_timeout=guard.IDLE_TIMEOUT_S, **guard.PARSER_LIMITS)
         await self._runner.setup()
         site = guard.GuardedSite(self._runner, self.address.host, self.address.port, self.connections)
         await site.start()
