@@ -39,6 +39,7 @@ PARSER_LIMITS = {"max_line_size": 8190, "max_field_size": 8190, "max_headers": 6
 MAX_SHOWN = 64  # characters of a refused name echoed back
 LOOPBACK_NAMES = frozenset({"localhost"})
 WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+REFUSED_LINGER_S = 1.0  # a refused client's time to read its 503 and hang up
 REFUSAL = b"too many connections to this server; retry later\n"
 REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 10\r\n"
            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(REFUSAL), REFUSAL))
@@ -262,10 +263,21 @@ class _Guarded(asyncio.Protocol):
 
 
 class _Refused(asyncio.Protocol):
+    """Told 503 and let go. What it sent is read and dropped meanwhile: closing on unread bytes sends a reset,
+    which can reach the client before the answer and lose it."""
+
     def connection_made(self, transport: asyncio.Transport) -> None:
         log.debug("connection limit (%d) reached, every connection busy: refused one", MAX_CONNECTIONS)
         transport.write(REFUSED)
-        transport.close()
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False  # the client is done too: close
 
 
 class GuardedSite(web.BaseSite):
