@@ -144,7 +144,7 @@ class PreviewServer:
 
     async def _open(self) -> None:
         self._stopping = asyncio.Event()
-        # The connection's clock first: a refused request still ends its idle time.
+        # The connection guard outermost: every request, refused ones too, stops its connection's idle clock.
         middlewares = [self.connections.middleware, guard.host_middleware(self.hosts)]
         if self.token is not None:
             middlewares.append(guard.token_middleware(self.token))
