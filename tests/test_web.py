@@ -273,7 +273,7 @@ def test_slow_and_never_reading_viewers_do_not_hold_the_pipeline_or_memory(serve
 
     alone = run_fps()
     stuck = socket.create_connection(("127.0.0.1", srv.port))
-    stuck.sendall(b"GET /stream/chelsea.mjpg?fps=30 HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+    stuck.sendall(b"GET /stream/chelsea.mjpg?fps=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # and never reads
     slow = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
     slow.request("GET", "/stream/chelsea.mjpg?fps=30")
     slow_response = slow.getresponse()
@@ -319,7 +319,7 @@ def test_a_viewer_stuck_in_a_write_costs_no_encodes(server):
     frame = srv.frames["chelsea"]
     views = pan_zoom(photo("chelsea"), 1280, 720, 30)
     stuck = socket.create_connection(("127.0.0.1", srv.port))
-    stuck.sendall(b"GET /stream/chelsea.mjpg?fps=30 HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+    stuck.sendall(b"GET /stream/chelsea.mjpg?fps=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # and never reads
     for i in range(90):  # 3 s at 30 fps: the socket buffers fill with a few frames, then its write waits
         frame.write(None, views[i % len(views)].copy())
         time.sleep(1 / 30)
@@ -335,7 +335,7 @@ def test_stop_within_two_seconds_with_viewers_attached(server):
     viewer.request("GET", "/stream/a.mjpg")
     viewer.getresponse()
     stuck = socket.create_connection(("127.0.0.1", srv.port))
-    stuck.sendall(b"GET /stream/a.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    stuck.sendall(b"GET /stream/a.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     time.sleep(0.3)
     started = time.monotonic()
     srv.stop()

@@ -119,7 +119,7 @@ class Run:
         warning = exposure_warning(address, cfg.serve_token)
         if warning:
             print(warning, file=sys.stderr)
-        self.server = PreviewServer(address, [s.name for s in self.specs], cfg.serve_token)
+        self.server = PreviewServer(address, [s.name for s in self.specs], cfg.serve_token, cfg.serve_allow_host)
         self.server.start()
         self.outputs.settings = {**self.outputs.settings, "serve": self.server}
         print(f"serving {self.server.url} (live preview, /api/status, /metrics)", flush=True)

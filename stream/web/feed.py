@@ -2,7 +2,8 @@
 
 Ten viewers then cost the pipeline's process one wake-up and one encode per tick, not ten; each viewer
 writes at its own pace and, when it falls behind, simply gets the newest JPEG next (frames it missed
-are skipped, never queued).
+are skipped, never queued). A requested rate snaps to whole frames a second (tenths below one), and its
+size to preview.HEIGHTS, so viewers asking nearly the same share one feed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ import asyncio
 from concurrent.futures import Executor
 
 from stream.web.preview import Encoded, LatestFrame
+
+
+def snap_fps(fps: float) -> float:
+    return float(round(fps)) if fps >= 1 else max(round(fps, 1), 0.1)
 
 
 class Feed:

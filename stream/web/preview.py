@@ -2,13 +2,17 @@
 
 The render thread only swaps a reference under a short lock (and keeps none while nobody watches). JPEG
 encoding happens in the server's threads, lazily, for whichever viewer asks first: once per frame and
-size, and at most once per MIN_ENCODE_INTERVAL_S, so ten viewers cost what one does.
+size, and at most once per MIN_ENCODE_INTERVAL_S, so ten viewers cost what one does. A requested height
+snaps down to one of HEIGHTS (one at or above the frame's own is the frame as drawn), and only the
+MAX_CACHED sizes used last keep their JPEG: a URL can name any number, the cache holds a handful.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -16,6 +20,16 @@ import numpy as np
 
 JPEG_QUALITY = 70  # Frigate's choice for its MJPEG preview: about 83 kB per 720p frame
 MIN_ENCODE_INTERVAL_S = 1 / 30  # a frame younger than this is reused, however many viewers ask
+# The page asks for 540; the rest are the usual video and thumbnail heights.
+HEIGHTS = (90, 120, 160, 180, 240, 270, 360, 480, 540, 720, 1080, 1440, 2160, 4320)
+MAX_CACHED = 4  # sizes whose newest JPEG is kept, per stream: at 4320 lines about 3 MB each
+
+
+def snap_height(height: int | None) -> int | None:
+    """The HEIGHTS step at or below `height` (the lowest for anything under it); None stays None (as drawn)."""
+    if height is None:
+        return None
+    return HEIGHTS[max(bisect.bisect_right(HEIGHTS, height) - 1, 0)]
 
 
 @dataclass(frozen=True)
@@ -40,7 +54,7 @@ class LatestFrame:
         self._image: np.ndarray | None = None
         self._seq = 0
         self._viewers = 0
-        self._cache: dict[int | None, Encoded] = {}  # by requested height
+        self._cache: OrderedDict[int | None, Encoded] = OrderedDict()  # by output height (None: as drawn), LRU
         self.encodes = 0
 
     # The sink side (stream.outputs.sinks.Sink), called by the render loop. `item` (the frame's Classified
@@ -76,21 +90,32 @@ class LatestFrame:
             self._viewers -= 1
             if not self._viewers:
                 self._image = None
-                self._cache.clear()
+                # A new mapping, not clear(): an encode in progress keeps working on the one it took.
+                self._cache = OrderedDict()
+
+    @property
+    def cached_bytes(self) -> int:
+        with self._encode_lock:
+            return sum(len(e.jpeg) for e in self._cache.values())
 
     def jpeg(self, height: int | None = None) -> Encoded | None:
-        """The newest frame as JPEG, `height` pixels high (None: as drawn; never enlarged); None before any."""
+        """The newest frame as JPEG, about `height` pixels high (snap_height; None: as drawn; never enlarged);
+        None before any."""
+        height = snap_height(height)
         with self._encode_lock:
             with self._lock:
-                image, seq = self._image, self._seq
+                image, seq, cache = self._image, self._seq, self._cache
             if image is None:
-                return self._cache.get(height)
-            cached = self._cache.get(height)
+                return cache.get(height)
+            h, w = image.shape[:2]
+            if height is not None and height >= h:
+                height = None
+            cached = cache.get(height)
             now = time.monotonic()
             if cached is not None and (cached.seq == seq or now - cached.at < MIN_ENCODE_INTERVAL_S):
+                cache.move_to_end(height)
                 return cached
-            h, w = image.shape[:2]
-            if height is not None and height < h:
+            if height is not None:
                 # Bilinear costs under 1 ms a 720p frame here, INTER_AREA at a fractional scale about 3 ms;
                 # bilinear only aliases visibly below half size, where INTER_AREA is worth its cost.
                 interpolation = cv2.INTER_LINEAR if 2 * height >= h else cv2.INTER_AREA
@@ -100,5 +125,8 @@ class LatestFrame:
                 return cached
             self.encodes += 1
             encoded = Encoded(seq, buf.tobytes(), now)
-            self._cache[height] = encoded
+            cache[height] = encoded
+            cache.move_to_end(height)
+            while len(cache) > MAX_CACHED:
+                cache.popitem(last=False)
             return encoded

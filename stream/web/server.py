@@ -5,12 +5,18 @@ Routes: `/` (the page), `/stream/{name}.mjpg?fps=&height=` (multipart/x-mixed-re
 snapshot it makes for the dashboard (`update`) and each stream's annotated frame (its LatestFrame sink);
 requests only read those. A viewer that reads slowly gets fewer frames; one that stops reading is cut
 off after WRITE_TIMEOUT_S, holding at most one frame in this process meanwhile.
+
+Against hostile clients (stream.web.guard): a Host and Origin allow-list (DNS rebinding; `--serve-allow-host`
+adds names), the token (`--serve-token`), at most guard.MAX_CONNECTIONS connections with idle and half-sent
+ones closed after guard.IDLE_TIMEOUT_S, aiohttp's header limits (guard.PARSER_LIMITS), and a bad request
+logged as one line without its traceback or token. Sizes and rates snap to a few steps (preview.HEIGHTS,
+feed.snap_fps), so a URL's numbers cannot multiply encodings or feeds. `HEAD` of a stream answers its
+headers and encodes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import socket
 import threading
@@ -21,12 +27,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
+from stream import redact
 from stream.errors import UserError
 from stream.observe.stats import StatsSnapshot
+from stream.web import guard
 from stream.web.address import ServeAddress
-from stream.web.feed import Feed
+from stream.web.feed import Feed, snap_fps
 from stream.web.metrics import SnapshotCollector
-from stream.web.preview import LatestFrame
+from stream.web.preview import LatestFrame, snap_height
 from stream.web.status import status_document
 
 STOP_TIMEOUT_S = 1.5  # the issue's bound is 2 s for the whole stop
@@ -36,16 +44,23 @@ WRITE_TIMEOUT_S = 10.0
 SEND_BUFFER_BYTES = 512 * 1024
 DEFAULT_FPS, MAX_FPS = 15.0, 60.0
 MAX_HEIGHT = 4320
+MAX_SHOWN = 32  # characters of a bad parameter echoed back
 PAGE = Path(__file__).with_name("index.html")
 BOUNDARY = "frame"
+MJPEG_HEADERS = {"Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}", "Cache-Control": "no-store"}
 
 log = logging.getLogger(__name__)
 
 
 class PreviewServer:
-    def __init__(self, address: ServeAddress, names: list[str], token: str | None = None) -> None:
+    def __init__(self, address: ServeAddress, names: list[str], token: str | None = None,
+                 allow_hosts: str | None = None) -> None:
+        """`allow_hosts`: comma-separated names a request's Host may give besides loopback and the bound address."""
         self.address = address
         self.token = token
+        redact.remember(token)
+        self.hosts = guard.HostPolicy(address.host, allow_hosts)
+        self.connections = guard.ConnectionGuard()
         self.frames = {name: LatestFrame(name) for name in names}
         self.snapshot: StatsSnapshot | None = None  # replaced whole by the render loop: never mutated
         self.port: int | None = None
@@ -129,16 +144,26 @@ class PreviewServer:
 
     async def _open(self) -> None:
         self._stopping = asyncio.Event()
-        app = web.Application(middlewares=[self._auth])
+        # The connection guard outermost: every request, refused ones too, stops its connection's idle clock.
+        middlewares = [self.connections.middleware, guard.host_middleware(self.hosts)]
+        if self.token is not None:
+            middlewares.append(guard.token_middleware(self.token))
+        app = web.Application(middlewares=middlewares)
         app.router.add_get("/", self._page)
-        app.router.add_get("/stream/{name}.mjpg", self._mjpeg)
+        # aiohttp answers HEAD with the GET handler: for a stream that would encode and send frames.
+        app.router.add_get("/stream/{name}.mjpg", self._mjpeg, allow_head=False)
+        app.router.add_head("/stream/{name}.mjpg", self._mjpeg_head)
         app.router.add_get("/api/status", self._status)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._health)
         app.on_shutdown.append(self._on_shutdown)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_TIMEOUT_S / 2)
+        # handler_cancellation: a viewer that hangs up while its stream has no new frame (the model still
+        # loading, a stalled camera) is let go then, not at the next frame.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_TIMEOUT_S / 2,
+                                     handler_cancellation=True, logger=guard.request_log(),
+                                     keepalive_timeout=guard.IDLE_TIMEOUT_S, **guard.PARSER_LIMITS)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address.host, self.address.port)
+        site = guard.GuardedSite(self._runner, self.address.host, self.address.port, self.connections)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
@@ -147,18 +172,6 @@ class PreviewServer:
 
     async def _on_shutdown(self, app: web.Application) -> None:
         self._stopping.set()
-
-    @web.middleware
-    async def _auth(self, request: web.Request, handler):
-        if self.token is not None and request.path != "/healthz":
-            given = request.query.get("token", "")
-            header = request.headers.get("Authorization", "")
-            if header.startswith("Bearer "):
-                given = header.removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                raise web.HTTPUnauthorized(text="a token is required: Authorization: Bearer <token>, or ?token=\n",
-                                           headers={"WWW-Authenticate": "Bearer"})
-        return await handler(request)
 
     async def _page(self, request: web.Request) -> web.Response:
         return web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html",
@@ -175,16 +188,23 @@ class PreviewServer:
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "running": self.snapshot is not None})
 
-    async def _mjpeg(self, request: web.Request) -> web.StreamResponse:
+    def _preview(self, request: web.Request) -> tuple[LatestFrame, int | None, float]:
+        """The stream, height and rate a request asks for, snapped to the steps feeds are shared at; 404, 400."""
         frame = self.frames.get(request.match_info["name"])
         if frame is None:
-            raise web.HTTPNotFound(text=f"no stream named {request.match_info['name']!r}; "
+            raise web.HTTPNotFound(text=f"no stream named {_shown(request.match_info['name'])}; "
                                         f"streams: {', '.join(self.frames)}\n")
         fps = _number(request, "fps", DEFAULT_FPS, 0.1, MAX_FPS)
         height = _number(request, "height", None, 16, MAX_HEIGHT)
-        height = None if height is None else int(height)
-        response = web.StreamResponse(headers={
-            "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}", "Cache-Control": "no-store"})
+        return frame, snap_height(None if height is None else int(height)), snap_fps(fps)
+
+    async def _mjpeg_head(self, request: web.Request) -> web.Response:
+        self._preview(request)
+        return web.Response(headers=MJPEG_HEADERS)
+
+    async def _mjpeg(self, request: web.Request) -> web.StreamResponse:
+        frame, height, fps = self._preview(request)
+        response = web.StreamResponse(headers=MJPEG_HEADERS)
         sock = request.transport.get_extra_info("socket") if request.transport else None
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
@@ -244,5 +264,10 @@ def _number(request: web.Request, key: str, default: float | None, low: float, h
     except ValueError:
         value = float("nan")
     if not low <= value <= high:
-        raise web.HTTPBadRequest(text=f"{key}={text!r}: use a number from {low:g} to {high:g}\n")
+        raise web.HTTPBadRequest(text=f"{key}={_shown(text)}: use a number from {low:g} to {high:g}\n")
     return value
+
+
+def _shown(text: str) -> str:
+    """A client's text quoted on one line, and short."""
+    return repr(text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "...")
