@@ -164,6 +164,8 @@ def validate(cfg: Config) -> None:
 
         parse_serve(cfg.serve)
     _validate_engine(cfg, bad)
+    if cfg.serve_allow_host is not None and cfg.serve is None:
+        raise UserError("--serve-allow-host needs --serve")
     if cfg.serve_token is not None and (cfg.serve is None or not cfg.serve_token.strip()):
         raise UserError("--serve-token needs --serve and a non-empty token")
     if not cfg.weights:

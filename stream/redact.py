@@ -16,6 +16,9 @@ MASK = "***"
 # Query keys whose values are secrets in camera and streaming URLs (Hikvision/Dahua/go2rtc/Wowza spellings).
 SECRET_KEYS = re.compile(r"^(pass(word|wd)?|pwd|token|access_token|auth|authorization|key|api_?key|secret|"
                          r"sig(nature)?|credentials?)$", re.IGNORECASE)
+# Some cameras take credentials in the path (`/user=admin&password=pw&channel=1`, Dahua/XM style).
+PATH_SECRET = re.compile(r"(?i)(?<![A-Za-z0-9_])(pass(?:word|wd)?|pwd|token|access_token|auth|key|api_?key|secret)"
+                         r"=([^&/;?#]*)")
 MIN_SECRET_LEN = 3  # shorter "secrets" would mask ordinary text ("a", "pw") everywhere
 
 _lock = threading.Lock()
@@ -37,6 +40,7 @@ def secrets_in(uri: str) -> list[str]:
         parts = urlsplit(uri)
         found = [parts.password] if parts.password else []
         found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if SECRET_KEYS.match(k) and v]
+        found += [m.group(2) for m in PATH_SECRET.finditer(parts.path) if m.group(2)]
     except ValueError:  # a malformed port or bracket: mask_uri still hides the userinfo textually
         return [info.split(":", 1)[1] for info in re.findall(r"://([^/@]*)@", uri) if ":" in info]
     return found
@@ -61,7 +65,8 @@ def mask_uri(uri: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(SECRET_KEYS.match(k) for k, _ in pairs):
             query = urlencode([(k, MASK if SECRET_KEYS.match(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    path = PATH_SECRET.sub(lambda m: f"{m.group(1)}={MASK}", parts.path)
+    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
 
 
 def scrub(text: str) -> str:

@@ -135,7 +135,8 @@ def test_a_stream_name_outside_the_safe_alphabet_is_one_line(tmp_path, name):
     assert "\n" not in str(err.value)
 
 
-@given(st.text(max_size=300))
+@given(st.one_of(st.text(max_size=300), st.builds("{}://{}".format, st.sampled_from(["rtsp", "http"]),
+                                                   st.text(max_size=60))))
 def test_a_name_made_from_any_uri_is_safe_in_a_path(uri):
     name = name_from_uri(uri)
     assert check_name(name, "made") == name and "/" not in name and name not in (".", "..")
@@ -144,10 +145,16 @@ def test_a_name_made_from_any_uri_is_safe_in_a_path(uri):
 # ---- credentials
 
 
+def test_a_name_made_from_a_uri_carries_no_credential():
+    assert "pw9xq" not in name_from_uri("rtsp://cam:554/user=admin&password=pw9xq&channel=1")
+    assert "s3cret" not in name_from_uri("rtsp://admin:s3cret@cam:notaport/x")
+
+
 def test_mask_uri_hides_userinfo_and_secret_query_values():
     assert mask_uri("rtsp://admin:hunter22@10.0.0.7:554/s1") == "rtsp://***:***@10.0.0.7:554/s1"
     assert mask_uri("http://cam/x.mjpg?token=abc123&fps=5") == "http://cam/x.mjpg?token=***&fps=5"
     assert mask_uri("clip.mp4") == "clip.mp4"
+    assert mask_uri("rtsp://cam/user=admin&password=pw9&channel=1") == "rtsp://cam/user=admin&password=***&channel=1"
     assert "hunter22" not in scrub("lost rtsp://admin:hunter22@cam after 3 frames")
 
 

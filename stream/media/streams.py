@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from stream.errors import UserError
-from stream.redact import remember, secrets_in
+from stream.redact import mask_uri, remember, secrets_in
 
 PLACEHOLDER = "{stream}"
 SOURCE_KEYS = {"uri", "name", "target_fps"}
@@ -39,8 +39,12 @@ def name_from_uri(uri: str) -> str:
     if uri.isdigit():
         return f"camera{uri}"
     if "://" in uri:
-        parts = urlsplit(uri)
-        text = (parts.hostname or "") + (f"-{parts.port}" if parts.port else "") + parts.path
+        masked = mask_uri(uri)  # a path may carry credentials (`/user=admin&password=pw`)
+        try:
+            parts = urlsplit(masked)
+            text = (parts.hostname or "") + (f"-{parts.port}" if parts.port else "") + parts.path
+        except ValueError:  # a port that is no number, a stray bracket: the URI will not open, but it has a name
+            text = masked.partition("://")[2].rpartition("@")[2]
     else:
         text = Path(uri).stem or Path(uri).name
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:48].strip("-.") or "stream"
