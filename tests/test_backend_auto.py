@@ -45,7 +45,7 @@ def test_a_cuda_device_without_a_gpu_is_one_line():
         pytest.skip("this machine has an NVIDIA driver")
     with pytest.raises(UserError, match="not tensorrt") as err:
         choose_backend("cuda", "auto")
-    assert "not torch: this PyTorch has no CUDA device" in str(err.value)
+    assert "not torch: no CUDA GPU is visible to PyTorch" in str(err.value)
 
 
 @pytest.mark.slow

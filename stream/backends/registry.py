@@ -93,7 +93,7 @@ def _cannot(name: str, kind: str, precision: str, exclude: tuple[str, ...]) -> s
     except UserError as exc:
         return f"not {name}: {str(exc).split(';')[0].removeprefix(f'--backend {name}: ')}"
     if name == "torch" and kind == "cuda" and not _torch_cuda():
-        return "not torch: this PyTorch has no CUDA device"
+        return "not torch: no CUDA GPU is visible to PyTorch"
     return None
 
 
