@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reconnect a lost or stalled live stream with backoff (default: on with several streams)")
     p.add_argument("--max-reconnects", type=int,
                    help="failed reconnect attempts in a row before a stream is given up (default: no limit)")
+    p.add_argument("--frozen-after-s", type=float,
+                   help=f"a live stream whose picture has not changed for this long is reported frozen, its labels "
+                        f"flagged (default {d.frozen_after_s:g}; 0: never)")
+    p.add_argument("--blank-after-s", type=float,
+                   help=f"a live stream whose picture has had no contrast (black, covered) this long is reported "
+                        f"blank, its labels flagged (default {d.blank_after_s:g}; 0: never)")
+    p.add_argument("--reconnect-frozen", action="store_true",
+                   help="reconnect a stream once it is frozen, as if it had stalled (with reconnecting on)")
     p.add_argument("--queue-size", type=int,
                    help="frames buffered per stream (default: 2 for live streams, 8 for files)")
     p.add_argument("--max-buffer-mb", type=float,

@@ -39,6 +39,9 @@ class Config(BackendSettings):  # the backend's settings first: device, precisio
     batch_timeout_ms: float | None = None  # None: about a frame period of the fastest live stream
     max_staleness_ms: float | None = None  # None: 500 ms for live streams
     reconnect: str = "auto"  # auto: on when there are several streams
+    frozen_after_s: float = 10.0  # a live picture unchanged this long is "frozen" (0: never judged)
+    blank_after_s: float = 5.0  # a live picture without contrast this long is "blank" (0: never judged)
+    reconnect_frozen: bool = False  # reconnect a frozen stream (needs reconnecting on)
     max_reconnects: int | None = None  # consecutive failed attempts before a stream fails; None: no limit
     loop: bool = False
     pace: bool = False  # read a file at its own fps, like a live camera
@@ -143,6 +146,9 @@ def validate(cfg: Config) -> None:
         raise bad("batch_timeout_ms", cfg.batch_timeout_ms, "use milliseconds from 0 to 600000")
     if cfg.max_staleness_ms is not None and not 0 < cfg.max_staleness_ms <= 600_000:
         raise bad("max_staleness_ms", cfg.max_staleness_ms, "use milliseconds above 0 (0 would drop every live frame)")
+    for key in ("frozen_after_s", "blank_after_s"):
+        if not 0 <= getattr(cfg, key) <= 86_400:
+            raise bad(key, getattr(cfg, key), "use seconds from 0 (never) to 86400")
     if cfg.max_reconnects is not None and not 0 <= cfg.max_reconnects <= 10**9:
         raise bad("max_reconnects", cfg.max_reconnects, "use 0 or more attempts")
     if cfg.latency_budget_ms is not None and not 0 < cfg.latency_budget_ms <= 600_000:

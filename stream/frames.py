@@ -16,6 +16,7 @@ class Frame:
     captured_at: float  # time.perf_counter() when the capture thread got it
     time_s: float  # position in the media (video timestamp), or seconds since capture start
     stream: int = 0  # which of the run's streams it came from (index into the run's stream list)
+    health: str | None = None  # "frozen" or "blank" when its live stream was judged so at this frame
 
 
 @dataclass(frozen=True, slots=True)

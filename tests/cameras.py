@@ -56,6 +56,8 @@ class LoopbackCameras:
         self._down_until = [0.0] * count
         self._stall = [(0.0, 0.0)] * count  # (since, until): connections opened before `since` go silent
         self._epoch = [0] * count  # bumped by an outage: open connections of an older epoch close
+        self._frozen_until = [0.0] * count  # the same JPEG again and again, sequence stamp included
+        self._blank_until = [0.0] * count  # black frames, unstamped
         cameras = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -74,6 +76,7 @@ class LoopbackCameras:
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
                 next_at = time.monotonic()
+                jpeg = None
                 for _ in range(cameras.max_frames):
                     if cameras._epoch[i] != epoch or cameras._closing:
                         return
@@ -81,7 +84,11 @@ class LoopbackCameras:
                     while opened < since and time.monotonic() < until and not cameras._closing:
                         time.sleep(0.02)
                     seq = cameras.sent[i]
-                    jpeg = cv2.imencode(".jpg", stamp(views[seq % len(views)], seq))[1].tobytes()
+                    now = time.monotonic()
+                    if now < cameras._blank_until[i]:
+                        jpeg = cv2.imencode(".jpg", np.zeros_like(views[0]))[1].tobytes()
+                    elif now >= cameras._frozen_until[i] or jpeg is None:
+                        jpeg = cv2.imencode(".jpg", stamp(views[seq % len(views)], seq))[1].tobytes()
                     try:
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
                                          % len(jpeg) + jpeg + b"\r\n")
@@ -106,6 +113,14 @@ class LoopbackCameras:
     def outage(self, i: int, seconds: float) -> None:
         self._down_until[i] = time.monotonic() + seconds
         self._epoch[i] += 1
+
+    def freeze(self, i: int, seconds: float) -> None:
+        """Camera i repeats the frame it sent last, byte for byte, for `seconds` (a frozen encoder)."""
+        self._frozen_until[i] = time.monotonic() + seconds
+
+    def blank(self, i: int, seconds: float) -> None:
+        """Camera i sends black frames for `seconds` (a covered lens)."""
+        self._blank_until[i] = time.monotonic() + seconds
 
     def stall(self, i: int, seconds: float) -> None:
         """The connections open now send nothing for `seconds`, but stay open; a new connection is served."""

@@ -347,8 +347,8 @@ def test_stop_within_two_seconds_with_viewers_attached(server):
 
 
 def test_the_metrics_states_are_the_capture_states():
-    from stream.pipeline import capture
+    from stream.pipeline import capture, health
     from stream.web.metrics import STATES
 
     assert STATES == (capture.CONNECTING, capture.RUNNING, capture.RECONNECTING, capture.STALLED, capture.ENDED,
-                      capture.FAILED)
+                      capture.FAILED, health.FROZEN, health.BLANK)

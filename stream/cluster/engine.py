@@ -194,7 +194,7 @@ class RayEngine:
         return StreamJob(slot.name, slot.spec.uri, slot.plan, batching, self.plan.reconnect,
                          in_flight(slot.plan.live, batching.size, n), chunk(slot.plan.live, batching.size, n),
                          output_path(cfg.output, slot.name, n, "--output"), predictions, cfg.codec, cfg.resize,
-                         self.card, self.app, f"{self.app}-ledger", cfg.max_image_pixels)
+                         self.card, self.app, f"{self.app}-ledger", cfg.max_image_pixels, self.plan.health)
 
     def _launch(self, tracks: list[ActorTrack]) -> None:
         """Every actor's process is up before its stream starts: started one by one (a worker process each, seconds
@@ -322,7 +322,7 @@ class RayEngine:
         return StreamOutcome(t.slot, state, t.total("frames_read"), t.total("stale_discarded"), t.total("reconnects"),
                              t.total("stalls"), t.total("backlog_skipped"), t.drops(), error,
                              r.end_reason if r else f"{error}", list(r.sinks) if r else [], r.decode if r else None,
-                             list(r.warnings) if r else [])
+                             list(r.warnings) if r else [], r.health if r else None)
 
     def kill(self) -> None:
         import ray

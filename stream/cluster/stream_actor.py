@@ -32,6 +32,7 @@ from stream.observe.realtime import Target
 from stream.observe.stats import StatsCollector
 from stream.outputs.kinds import Outputs
 from stream.pipeline.capture import Reconnect
+from stream.pipeline.health import HealthRules
 from stream.pipeline.inference import Batching
 from stream.pipeline.render import Renderer
 from stream.session.launch import open_stream
@@ -57,6 +58,7 @@ class StreamJob:
     app: str  # the Serve application holding the classifier
     ledger: str
     max_image_pixels: int = MAX_IMAGE_PIXELS
+    health: HealthRules | None = None
 
 
 def restart_path(path: str | None, incarnation: int) -> str | None:
@@ -97,7 +99,7 @@ class StreamActor:
         stage = remote_inference(Uint8Crop(job.card.model.preprocess, job.resize), handle, job.name, categories,
                                  job.batching, job.in_flight, job.chunk)
         engine = LocalEngine(stage, Renderer(job.card.model.random_weights), job.batching, StatsCollector(),
-                             job.reconnect, outputs, open_stream if source.info.live else None)
+                             job.reconnect, outputs, open_stream if source.info.live else None, health=job.health)
         slot = StreamSlot(0, StreamSpec(job.uri, job.name), source.info, plan, stats, source)
         try:
             engine.add(slot)
@@ -119,7 +121,7 @@ class StreamActor:
         error = result.failure or error or result.close_error or stream.error
         end_reason = f"{type(error).__name__}: {error}" if error is not None else reason
         return ActorResult(self.poll(), end_reason, error, stream.sinks, stream.decode,
-                           result.warnings + stream.warnings)
+                           result.warnings + stream.warnings, stream.health)
 
     def _engine_fill(self) -> int:
         return self.engine.mux.fill(0) if self.engine else 0

@@ -123,3 +123,4 @@ class ActorResult:
     sinks: list  # each sink's typed summary (stream.outputs.sinks)
     decode: DecodeCheck | None  # a file's decode check at its end (stream.media.truncation)
     warnings: list[str] = field(default_factory=list)
+    health: object = None  # the stream's stream.pipeline.health.HealthSummary (a live stream's)

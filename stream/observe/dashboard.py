@@ -86,7 +86,7 @@ def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
 
 
 STATE_STYLE = {"running": "green", "reconnecting": "yellow", "stalled": "bold red", "failed": "bold red",
-               "ended": "dim", "connecting": "yellow"}
+               "ended": "dim", "connecting": "yellow", "frozen": "bold magenta", "blank": "bold magenta"}
 
 
 def streams_table(snap: StatsSnapshot) -> Table:

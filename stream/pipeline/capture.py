@@ -1,7 +1,8 @@
 """Capture stage: one thread per stream, source → the stream's buffer in the mux.
 
 A live stream has a life of its own: connecting → running → (lost or stalled) → reconnecting →
-running … → ended or failed. Reconnects back off exponentially with jitter (1 s doubling to 30 s) and
+running … → ended or failed; a running one whose picture is frozen or blank says so instead
+(stream.pipeline.health). Reconnects back off exponentially with jitter (1 s doubling to 30 s) and
 the backoff resets after a healthy minute. A stream is *stalled* when no frame came from its source
 for max(5 s, 10 frame periods) while nothing downstream held it back; a read that blocks that long
 returns (stream URLs are opened with that read timeout) and the stream is reconnected. Frames get
@@ -20,6 +21,7 @@ from dataclasses import dataclass, replace
 from stream.errors import StreamError, UserError
 from stream.media.sources import Source
 from stream.observe.stats import StatsCollector
+from stream.pipeline.health import FROZEN, HealthRules, HealthSummary, HealthWatch
 from stream.pipeline.mux import StreamMux
 from stream.pipeline.worker import Worker
 
@@ -50,7 +52,7 @@ class CaptureThread(Worker):
     def __init__(self, stream: int, source: Source, reopen: Callable[[], Source], mux: StreamMux,
                  stats: list[StatsCollector], stop: threading.Event, max_frames: int | None = None, loop: bool = False,
                  pace_fps: float | None = None, reconnect: Reconnect = Reconnect(), seed: int | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, health: HealthRules | None = None) -> None:
         super().__init__(f"capture-{name or stream}", stop)
         # Set to end this stream alone (it was removed from the run); the run's stop ends every stream.
         self.halt = threading.Event()
@@ -69,6 +71,9 @@ class CaptureThread(Worker):
         self.last_frame_at: float | None = None
         self._waiting_since: float | None = None  # when the wait for the next frame began, if before its read
         self._rng = random.Random(seed)
+        # Only a live source can be frozen or blank: a file of a still scene is what it is.
+        self.watch = HealthWatch(health) if health is not None and health.enabled and source.info.live else None
+        self.frozen_reconnects = 0
 
     def status(self, now: float | None = None) -> str:
         """The state as a person should see it: a running stream with no frame for too long is stalled."""
@@ -76,7 +81,12 @@ class CaptureThread(Worker):
         if (self.state == RUNNING and self.last_frame_at is not None and not self.mux.waiting_for_room(self.stream)
                 and now - self.last_frame_at > stall_limit_s(self.source.info.fps)):
             return STALLED
+        if self.state == RUNNING and self.watch is not None and self.watch.state is not None:
+            return self.watch.state  # alive, but frozen or blank
         return self.state
+
+    def health(self) -> HealthSummary | None:
+        return None if self.watch is None else self.watch.summary(time.perf_counter())
 
     def _halted(self) -> bool:
         return self.stop.is_set() or self.halt.is_set()
@@ -146,7 +156,8 @@ class CaptureThread(Worker):
                 return
             self._waiting_since = None
             self.last_frame_at = frame.captured_at
-            frame = replace(frame, index=self.frames_read, stream=self.stream,
+            health = self.watch.observe(frame.image, frame.captured_at) if self.watch is not None else None
+            frame = replace(frame, index=self.frames_read, stream=self.stream, health=health,
                             # A live stream's clock runs on across reconnects (a new source starts at 0).
                             time_s=frame.captured_at - started if self.source.info.live else frame.time_s)
             for stats in self.stats:  # the stream's own figures, and the run's
@@ -154,6 +165,15 @@ class CaptureThread(Worker):
             self.mux.put(self.stream, frame)
             self.frames_read += 1
             read_this_pass += 1
+            if health == FROZEN and self.watch.rules.reconnect_frozen and self.policy.enabled:
+                self.frozen_reconnects += 1
+                attempts = self._reconnect(attempts, "frozen")
+                if attempts is None:
+                    return
+                if attempts < 0:
+                    self.stream_error = StreamError(f"frozen picture; {self.end_reason}")
+                    return
+                healthy_since = time.perf_counter()
         self.state = ENDED
 
     def _reconnect(self, attempts: int, why: str) -> int | None:
@@ -175,6 +195,8 @@ class CaptureThread(Worker):
             except UserError:
                 continue
             self.source = source
+            if self.watch is not None:
+                self.watch.reset()
             self._waiting_since = time.perf_counter()
             self.backlog_skipped += source.discard_backlog()
             self.reconnects += 1

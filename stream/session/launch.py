@@ -97,7 +97,7 @@ def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], pl
         def engine(totals, outputs) -> LocalEngine:
             stage = local_inference(backend, preprocessor, list(model.categories), batching)
             return LocalEngine(stage, Renderer(model.random_weights), batching, totals, plan.reconnect, outputs,
-                               open_stream, cfg.keep_running)
+                               open_stream, cfg.keep_running, plan.health)
 
         loaded = LoadedModel(model, backend.name, backend.device, backend.precision, backend.load, warmup_s)
         yield Launched(loaded, engine, backend.device_peak_mb)

@@ -26,6 +26,7 @@ from stream.observe.stats import StatsCollector, StatsSnapshot
 from stream.outputs.kinds import Outputs
 from stream.outputs.sinks import Sink
 from stream.pipeline.capture import ENDED, CaptureThread, Reconnect
+from stream.pipeline.health import HealthRules
 from stream.pipeline.inference import Batching, BatchStage
 from stream.pipeline.mux import Lane, StreamEnd, StreamMux
 from stream.pipeline.queues import FrameQueue, Stopped
@@ -56,12 +57,12 @@ class LocalEngine:
 
     def __init__(self, stage: StageFactory, renderer: Renderer, batching: Batching, totals: StatsCollector,
                  reconnect: Reconnect = Reconnect(), outputs: Outputs | None = None, opener: Opener | None = None,
-                 keep_open: bool = False) -> None:
+                 keep_open: bool = False, health: HealthRules | None = None) -> None:
         self.stop_event = threading.Event()
         self.mux = StreamMux([], self.stop_event, keep_open=True)  # released in start() unless kept open
         self._keep_open = keep_open
         self.results: FrameQueue = FrameQueue(max(2 * batching.size, 4), self.stop_event)
-        self.totals, self.reconnect, self.renderer = totals, reconnect, renderer
+        self.totals, self.reconnect, self.renderer, self.health = totals, reconnect, renderer, health
         self.outputs = outputs or Outputs({})
         self.opener = opener
         self.streams: dict[int, _Stream] = {}
@@ -84,7 +85,7 @@ class LocalEngine:
         plan = slot.plan
         capture = CaptureThread(slot.id, source, reopen, self.mux, [slot.stats, self.totals], self.stop_event,
                                 plan.max_frames, plan.loop, plan.pace_fps,
-                                self.reconnect if live_reopen else Reconnect(), name=slot.name)
+                                self.reconnect if live_reopen else Reconnect(), name=slot.name, health=self.health)
         self.collectors[slot.id] = slot.stats
         self.mux.add(slot.id, Lane(plan.live, plan.buffer))
         self.streams[slot.id] = _Stream(slot, capture, sinks)
@@ -214,7 +215,7 @@ class LocalEngine:
         warnings = [f"{len(skipped)} image(s) skipped: {skipped[:3]}"] if skipped else []
         return StreamOutcome(s.slot, state, c.frames_read, c.stale_discarded, c.reconnects, c.stalls,
                              c.backlog_skipped, self.mux.drops(s.slot.id), c.error or c.stream_error, c.end_reason,
-                             s.summaries, decode, warnings)
+                             s.summaries, decode, warnings, c.health())
 
     def _drain(self) -> None:
         """Frames already classified when the run stopped still reach the sinks."""

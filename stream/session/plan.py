@@ -22,6 +22,7 @@ from stream.config import Config
 from stream.media.sources import SourceInfo
 from stream.media.streams import StreamSpec
 from stream.pipeline.capture import Reconnect
+from stream.pipeline.health import HealthRules
 from stream.pipeline.inference import Batching
 
 # Batching amortises the weight stream of the fully connected layers: on the 2-core CPU, 720p, AlexNet,
@@ -78,6 +79,7 @@ class RunPlan:
     batching: Batching
     reconnect: Reconnect
     threads: int | None = None  # the CPU backends' intra-op threads; None: one per core
+    health: HealthRules = HealthRules()  # how a live stream is judged frozen or blank
 
     @property
     def live(self) -> bool:
@@ -114,7 +116,8 @@ def plan_run(cfg: Config, specs: list[StreamSpec], infos: list[SourceInfo], core
         LIVE_STALENESS_S if live or service else None)
     reconnect_on = cfg.reconnect == "on" or (cfg.reconnect == "auto" and (len(streams) > 1 or service))
     return RunPlan(streams, Batching(batch, timeout, stale), Reconnect(reconnect_on, cfg.max_reconnects),
-                   model_threads(cfg, batch, cores))
+                   model_threads(cfg, batch, cores),
+                   HealthRules(cfg.frozen_after_s, cfg.blank_after_s, cfg.reconnect_frozen))
 
 
 def plan_stream(cfg: Config, spec: StreamSpec, info: SourceInfo, buffer_bytes: float | None = None) -> StreamPlan:

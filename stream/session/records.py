@@ -62,6 +62,7 @@ class StreamOutcome:
     sinks: list[Any] = field(default_factory=list)  # each sink's typed summary (stream.outputs.sinks)
     decode: DecodeCheck | None = None  # a file's check at its natural end (stream.media.truncation)
     warnings: list[str] = field(default_factory=list)
+    health: Any = None  # a live stream's stream.pipeline.health.HealthSummary (None: not judged)
 
     @property
     def name(self) -> str:

@@ -81,6 +81,7 @@ def build_report(info: RunInfo, outcome, load: LoadTimes, process_start: float,
         streams.append({"name": o.name, "state": o.state, "reconnects": o.reconnects, "stalls": o.stalls,
                         "backlog_skipped_on_reconnect": o.backlog_skipped,
                         "drops": o.drops, "end_reason": o.end_reason,
+                        "health": None if o.health is None else dataclasses.asdict(o.health),
                         "error": None if o.error is None else f"{type(o.error).__name__}: {o.error}",
                         "source": _source(o.slot.info, o.slot.plan.policy),
                         **_figures(o.stats, o.stale_discarded, w)})

@@ -17,7 +17,7 @@ from stream.web.preview import LatestFrame
 
 # A snapshot row's `state`, as stream.pipeline.capture spells them: written out because web reads snapshots
 # only (.importlinter); tests/test_web.py keeps the two lists equal.
-STATES = ("connecting", "running", "reconnecting", "stalled", "ended", "failed")
+STATES = ("connecting", "running", "reconnecting", "stalled", "ended", "failed", "frozen", "blank")
 
 
 def _buckets(b: Buckets) -> list[tuple[str, float]]:
