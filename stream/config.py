@@ -153,8 +153,8 @@ def validate(cfg: Config) -> None:
         raise bad("max_reconnects", cfg.max_reconnects, "use 0 or more attempts")
     if cfg.latency_budget_ms is not None and not 0 < cfg.latency_budget_ms <= 600_000:
         raise bad("latency_budget_ms", cfg.latency_budget_ms, "use a positive number of milliseconds")
-    if not 0 < cfg.status_every <= 86_400:
-        raise bad("status_every", cfg.status_every, "use seconds above 0, up to 86400")
+    if not 0 < cfg.status_every <= 1_000_000:  # the lab's whole-pipeline runs ask for none: 100000
+        raise bad("status_every", cfg.status_every, "use seconds above 0, up to 1000000")
     for key, choices in (("drop_policy", DROP_POLICIES), ("backend", BACKEND_CHOICES), ("codec", CODECS),
                          ("display", TRISTATE), ("dashboard", TRISTATE), ("reconnect", TRISTATE)):
         if getattr(cfg, key) not in choices:

@@ -253,6 +253,14 @@ def test_the_lab_refuses_numbers_that_are_no_setting(capsys):
         assert exit_.value.code == 2 and capsys.readouterr().err.count("\n") == 1
 
 
+def test_the_labs_own_pipeline_flags_pass_the_run_checks():
+    from stream.lab.runner import PIPELINE_FLAGS
+
+    # An over-tight bound once made every bench verdict fall back to model-only figures, silently.
+    status_every = float(PIPELINE_FLAGS[PIPELINE_FLAGS.index("--status-every") + 1])
+    assert merge({}, {"status_every": status_every, "display": "off", "dashboard": "off"}).status_every == status_every
+
+
 def test_a_sane_config_still_passes():
     assert merge({}, {"status_every": 0.5, "warmup": 0, "target_fps": 15.0}).status_every == 0.5
     assert isinstance(Config(), Config)

@@ -104,7 +104,7 @@ def test_eval_counts_match_the_hand_count(labelled, tmp_path):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["bench", "--batch", "0"], "must be ≥ 1"),
+    (["bench", "--batch", "0"], "must be from 1 to"),
     (["bench", "--backends", "torch,tpu"], "'tpu' is not one of"),
     (["bench", "--starts", "1"], "--starts must be at least 2"),
     (["bench", "--inputs", "/no/such.mp4"], "--inputs /no/such.mp4: no such file"),

@@ -52,12 +52,15 @@ def run_job(job: Job, work: Path, name: str, timeout: float) -> dict:
     return result
 
 
+# A worker's whole-pipeline run shows nothing while it runs (its report is what bench reads).
+PIPELINE_FLAGS = ("--no-display", "--no-dashboard", "--status-every", "100000")
+
+
 def run_pipeline(args: list[str], work: Path, name: str, timeout: float) -> dict:
     """A whole `run_stream.py` run in its own process; its JSON report, or status 'failed' and why."""
     report = work / f"{name}.report.json"
     report.unlink(missing_ok=True)
-    cmd = [sys.executable, str(ROOT / "run_stream.py"), *args, "--report", str(report),
-           "--no-display", "--no-dashboard", "--status-every", "100000"]
+    cmd = [sys.executable, str(ROOT / "run_stream.py"), *args, "--report", str(report), *PIPELINE_FLAGS]
     code, err, wall = _run(cmd, work / f"{name}.log", timeout)
     if code == 0 and report.is_file():
         run = json.loads(report.read_text())
