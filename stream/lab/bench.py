@@ -17,7 +17,7 @@ from stream.backends import runs
 from stream.backends.settings import BackendSettings, flags
 from stream.lab.metrics import Latency, fidelity, mean_std, payback_frames
 from stream.lab.progress import JobProgress
-from stream.lab.runner import job_cache, run_job, run_pipeline
+from stream.lab.runner import job_cache, run_job, run_pipeline, slug
 from stream.lab.worker import Job
 from stream.observe.realtime import Measured, Target, judge
 
@@ -32,7 +32,7 @@ class Combo:
 
     @property
     def id(self) -> str:
-        return f"{self.model}-{self.backend}-{self.precision}-b{self.batch}"
+        return f"{slug(self.model)}-{self.backend}-{self.precision}-b{self.batch}"  # a file name too
 
 
 @dataclass(frozen=True)
@@ -246,10 +246,10 @@ def _fidelity(row: dict, r: dict, ref: dict | None) -> dict | None:
 
 
 def combos(models: list[tuple[str, str]], backends: list[str], precisions: list[str],
-           batches: list[int]) -> list[Combo]:
+           batches: list[int], skip: frozenset = frozenset()) -> list[Combo]:
     """Torch first within each model, so its logits are the reference before the others are compared;
-    combinations a backend does not offer at all (int8 on torch) are left out."""
+    combinations a backend does not offer at all (int8 on torch, an ONNX model on torch: `skip`) are left out."""
     order = sorted(backends, key=lambda b: b != "torch")
     return [Combo(m, w, b, p, n) for m, w in models for b in order for p in precisions for n in batches
-            if runs(b, p)]
+            if runs(b, p) and (m, b) not in skip]
 

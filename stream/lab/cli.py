@@ -7,7 +7,7 @@ import datetime
 import json
 import shlex
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from stream.argparsing import OneLineParser
@@ -103,9 +103,13 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def _models(names: list[str], weights: str) -> list[tuple[str, str]]:
+    from models.card import is_card, is_onnx
+
     out = []
     for name in names:
         model, _, w = name.partition(":")
+        if is_card(model) or is_onnx(model):  # the workers run in the project's folder: the file's own path
+            model = str(Path(model).resolve())
         out.append((model, w or weights))
     return out
 
@@ -116,11 +120,14 @@ def _backend(args) -> BackendSettings:
     settings.check_values()
     if settings.calibration and not Path(settings.calibration).exists():
         raise UserError(f"--calibration {settings.calibration}: no such file or folder")
+    if settings.calibration:  # the workers run in the project's folder
+        settings = replace(settings, calibration=str(Path(settings.calibration).resolve()))
     return settings
 
 
 def _out_dir(path: str | None, kind: str) -> Path:
-    out = Path(path or f"out/{kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    # Absolute: the workers run in the project's folder.
+    out = Path(path or f"out/{kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}").resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -138,10 +145,27 @@ def _weights_exist(models: list[tuple[str, str]]) -> None:
                             "state_dict file")
 
 
+def _onnx_only(models: list[tuple[str, str]], backends: list[str]) -> frozenset:
+    """Every model read and checked (a card, an ONNX graph, labels) before any worker starts; the (model, torch)
+    pairs that cannot run, said once and left out."""
+    from models.card import resolve
+
+    skip = set()
+    for name, weights in models:
+        if resolve(name, weights).onnx_only and "torch" in backends:
+            print(f"note: {name} is an ONNX model: --backends torch does not run it (its rows are left out)")
+            skip.add((name, "torch"))
+    if len(skip) == len(models) and backends == ["torch"]:
+        raise UserError("--backends torch runs torchvision architectures, and every model here is an ONNX model; "
+                        "use --backends onnxruntime,openvino")
+    return frozenset(skip)
+
+
 def main(command: str, argv: list[str]) -> int:
     args = build_parsers()[command].parse_args(argv)
     models = _models(args.models, args.weights)
     _weights_exist(models)
+    args.skip = _onnx_only(models, args.backends)
     out = _out_dir(args.out, command)
     from stream.lab.environment import fingerprint
 
@@ -183,7 +207,7 @@ def _bench(args, models, out: Path, report: dict) -> int:
     if args.inputs and not Path(args.inputs).exists():
         raise UserError(f"--inputs {args.inputs}: no such file or folder")
     settings = BenchSettings(
-        combos=combos(models, args.backends, args.precision, args.batch), out=out,
+        combos=combos(models, args.backends, args.precision, args.batch, args.skip), out=out,
         inputs=args.inputs or default_inputs(args.cache_dir), frames=args.frames, warmup=args.warmup,
         repeats=args.repeats,
         starts=args.starts, target_fps=args.target_fps or 30.0, pipeline_frames=args.pipeline_frames,
@@ -216,11 +240,13 @@ def _eval(args, models, out: Path, report: dict) -> int:
         print(f"no --data or --labels given: using the sample set {args.data} (real photographs, hand-labelled)")
     data = scan_folder(args.data) if args.data else read_csv(args.labels)
     settings = EvalSettings(models=models, backends=args.backends, data=data, out=out, precisions=tuple(args.precision),
-                            batch=args.batch[0], warmup=args.warmup, backend=_backend(args), timeout=args.timeout)
+                            batch=args.batch[0], warmup=args.warmup, backend=_backend(args), timeout=args.timeout,
+                            skip=args.skip)
     report["data"] = data_summary(data)
     report["rows"] = []
-    print(f"eval: {len(data.images)} images, {len(report['data']['labels'])} labels, "
-          f"{sum(runs(b, p) for _ in models for b in args.backends for p in args.precision)} run(s) → {out}/",
+    count = sum(runs(b, p) and (m, b) not in args.skip
+                for m, _ in models for b in args.backends for p in args.precision)
+    print(f"eval: {len(data.images)} images, {len(report['data']['labels'])} labels, {count} run(s) → {out}/",
           flush=True)
 
     def write(rows: list) -> None:
