@@ -299,21 +299,31 @@ def resolve(model: str, weights: str = "imagenet", *, labels: str | None = None,
     if input_size is not None:
         flags.update(crop=input_size, resize=round(input_size / CROP_FRACTION))
     flags = check_preprocess(flags, "--")
-    return _resolve(model, weights, labels, tuple(sorted(flags.items())), _stamp(model), _stamp(labels))
+    key = (model, weights, labels, tuple(sorted(flags.items())))
+    known = _READ.get(key)
+    if known is not None and known[1] == _stamps(known[0]):
+        return known[0]
+    request = _resolve(*key)
+    _READ[key] = (request, _stamps(request))
+    return request
 
 
-def _stamp(path: str | None):
-    """A file's identity for the memo: a replaced card, label file or model is read again."""
-    try:
-        stat = Path(path).stat() if path else None
-    except OSError:
-        return None
-    return None if stat is None else (stat.st_size, stat.st_mtime_ns)
+_READ: dict[tuple, tuple[ModelRequest, tuple]] = {}  # once per process (its warnings too), unless a file changed
 
 
-@functools.cache
-def _resolve(model: str, weights: str, labels_flag: str | None, flags: tuple, _model_stamp, _labels_stamp
-             ) -> ModelRequest:
+def _stamps(request: ModelRequest) -> tuple:
+    """The identity of every file a request was read from: a replaced card, label file or model is read again."""
+    out = []
+    for path in request.custom.files if request.custom is not None else ():
+        try:
+            stat = Path(path).stat()
+            out.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _resolve(model: str, weights: str, labels_flag: str | None, flags: tuple) -> ModelRequest:
     label_path, output, overrides = labels_flag, "logits", {}
     if is_card(model):
         card = read_card(model)
@@ -337,11 +347,12 @@ def _resolve(model: str, weights: str, labels_flag: str | None, flags: tuple, _m
     source = str(Path(model).resolve()) if is_card(model) or onnx else ""
     labels = read_labels(label_path, "--labels" if label_path == labels_flag else f"{Path(model).name}: labels") \
         if label_path else None
+    files = tuple(str(Path(p).resolve()) for p in (model if is_card(model) else None, label_path) if p)
     if onnx is None:
         if labels is None and not overrides and output == "logits" and not is_card(model):
             return ModelRequest(arch, weights)  # a plain torchvision model or efficientnet_lite0
         custom = CustomModel(name, None, labels, tuple(sorted(overrides.items())), GraphIO(output=output),
-                             None, source)
+                             None, source, files)
         return ModelRequest(arch, weights, custom)
     io, height, width, classes, sha = inspect_onnx(onnx)
     shown = Path(onnx).name
@@ -369,5 +380,5 @@ def _resolve(model: str, weights: str, labels_flag: str | None, flags: tuple, _m
     if io.batch is not None:
         print(f"note: {shown} has a fixed batch of {io.batch}: frames are run {io.batch} at a time", flush=True)
     custom = CustomModel(name, onnx, labels or numbered_labels(classes), tuple(sorted(spec.items())),
-                         GraphIO(io.input_name, io.layout, io.batch, output), sha, source)
+                         GraphIO(io.input_name, io.layout, io.batch, output), sha, source, (*files, onnx))
     return ModelRequest(name, "imagenet", custom)

@@ -78,6 +78,7 @@ class CustomModel:
     graph: GraphIO = GraphIO()  # the ONNX file's input and output (read from it); the default for architectures
     onnx_sha256: str | None = None  # content hash of the ONNX file and its external data files
     source: str = ""  # where it was described: the card's path, or the ONNX file's
+    files: tuple[str, ...] = ()  # every file it was read from (card, labels, ONNX): a change is read again
 
     def preprocess(self, base: PreprocessSpec) -> PreprocessSpec:
         return replace(base, **dict(self.overrides))
