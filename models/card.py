@@ -177,6 +177,7 @@ def _positive_int(value, key: str) -> int:
 
 
 def _triple(value, key: str, positive: bool) -> tuple[float, float, float]:
+    given = value
     if isinstance(value, str):
         try:
             value = [float(v) for v in value.split(",")]
@@ -185,7 +186,7 @@ def _triple(value, key: str, positive: bool) -> tuple[float, float, float]:
     ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e6 and v == v for v in value)
     if not ok or (positive and any(v <= 0 for v in value)):
-        raise UserError(f"{key} = {value!r}: want three {'positive ' if positive else ''}numbers on the 0..1 scale, "
+        raise UserError(f"{key} = {given!r}: want three {'positive ' if positive else ''}numbers on the 0..1 scale, "
                         "one per channel in the model's channel order")
     return tuple(float(v) for v in value)
 
@@ -373,7 +374,8 @@ def _resolve(model: str, weights: str, labels_flag: str | None, flags: tuple) ->
     spec = {**{k: getattr(base, k) for k in PREPROCESS_KEYS}, **overrides}
     if spec["crop"] > spec["resize"]:
         raise UserError(f"{shown}: resize {spec['resize']} is smaller than its input size {spec['crop']}")
-    check_label_count(labels, classes, shown, "--labels" if label_path == labels_flag else f"labels {label_path}")
+    given = "--labels" if label_path == labels_flag else f"{Path(model).name}: labels"
+    check_label_count(labels, classes, shown, given)
     if labels is None:
         print(f"warning: no labels for {shown}: its {classes} outputs are shown as class 0..{classes - 1} "
               "(give --labels FILE, one name per line)", flush=True)

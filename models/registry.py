@@ -87,8 +87,9 @@ def load_model(name: str, weights: str, custom: CustomModel | None = None) -> Lo
     spec = spec_of(reference_transform(name))
     labels = custom.labels if custom is not None else None
     if labels is not None:
-        where = f"the weights {Path(weights).name}" if state is not None else f"{name} ({weights} weights)"
-        check_label_count(labels, classes, where, "--labels" if not custom.source else f"the labels of {custom.name}")
+        where = Path(weights).name if state is not None else f"{name} ({weights} weights)"
+        given = f"{Path(custom.source).name}: labels" if custom.source else "--labels"
+        check_label_count(labels, classes, where, given)
         categories = list(labels)
     elif classes == IMAGENET_CLASSES:
         categories = list(meta_enum.meta["categories"])
