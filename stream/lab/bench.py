@@ -49,6 +49,7 @@ class BenchSettings:
     pipeline_video: bool = False
     backend: BackendSettings = BackendSettings()  # its precision is each combo's; cache_dir None: a fresh cache
     timeout: float = 1800.0                       # inside `out`, deleted at the end
+    onnx_models: frozenset = frozenset()  # models that are ONNX files: compared with ONNX Runtime fp32, not PyTorch
 
 
 def _job(s: BenchSettings, c: Combo, cache: str, **kw) -> Job:
@@ -115,15 +116,17 @@ def run_bench(s: BenchSettings, write) -> dict:
 
 
 def _reference_jobs(s, results, references, cache, work, progress, done) -> None:
-    """The PyTorch fp32 logits each model is compared with: a torch row's, or a dedicated run."""
+    """The PyTorch fp32 logits each model is compared with (ONNX Runtime's fp32 for a user's ONNX file, which
+    PyTorch cannot run): a row's, or a dedicated run."""
     for model, weights in dict.fromkeys((c.model, c.weights) for c in s.combos):
-        candidates = sorted((c for c in s.combos if (c.model, c.weights) == (model, weights) and c.backend == "torch"
+        backend = "onnxruntime" if model in s.onnx_models else "torch"
+        candidates = sorted((c for c in s.combos if (c.model, c.weights) == (model, weights) and c.backend == backend
                              and _resolved(results[c.id]) == "fp32" and _logits(results[c.id])),
                             key=lambda c: c.batch)
         if candidates:
             references[(model, weights)] = {"row": candidates[0].id, "logits": _logits(results[candidates[0].id])}
             continue
-        ref = Combo(model, weights, "torch", "fp32", 1)
+        ref = Combo(model, weights, backend, "fp32", 1)
         path = str(work / f"{ref.id}.reference.npy")
         progress.add(1)
         r = run_job(_job(s, ref, cache, warmup=1, repeats=0, logits_path=path), work, f"{ref.id}-reference",

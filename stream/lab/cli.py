@@ -146,26 +146,26 @@ def _weights_exist(models: list[tuple[str, str]]) -> None:
 
 
 def _onnx_only(models: list[tuple[str, str]], backends: list[str]) -> frozenset:
-    """Every model read and checked (a card, an ONNX graph, labels) before any worker starts; the (model, torch)
-    pairs that cannot run, said once and left out."""
+    """Every model read and checked (a card, an ONNX graph, labels) before any worker starts; the ONNX models
+    among them (their torch rows cannot run: said once, and left out)."""
     from models.card import resolve
 
-    skip = set()
-    for name, weights in models:
-        if resolve(name, weights).onnx_only and "torch" in backends:
+    names = frozenset(name for name, weights in models if resolve(name, weights).onnx_only)
+    if names and "torch" in backends:
+        if len(names) == len(models) and backends == ["torch"]:
+            raise UserError("--backends torch runs torchvision architectures, and every model here is an ONNX "
+                            "model; use --backends onnxruntime,openvino")
+        for name in sorted(names):
             print(f"note: {name} is an ONNX model: --backends torch does not run it (its rows are left out)")
-            skip.add((name, "torch"))
-    if len(skip) == len(models) and backends == ["torch"]:
-        raise UserError("--backends torch runs torchvision architectures, and every model here is an ONNX model; "
-                        "use --backends onnxruntime,openvino")
-    return frozenset(skip)
+    return names
 
 
 def main(command: str, argv: list[str]) -> int:
     args = build_parsers()[command].parse_args(argv)
     models = _models(args.models, args.weights)
     _weights_exist(models)
-    args.skip = _onnx_only(models, args.backends)
+    args.onnx_models = _onnx_only(models, args.backends)
+    args.skip = frozenset((name, "torch") for name in args.onnx_models)
     out = _out_dir(args.out, command)
     from stream.lab.environment import fingerprint
 
@@ -211,9 +211,11 @@ def _bench(args, models, out: Path, report: dict) -> int:
         inputs=args.inputs or default_inputs(args.cache_dir), frames=args.frames, warmup=args.warmup,
         repeats=args.repeats,
         starts=args.starts, target_fps=args.target_fps or 30.0, pipeline_frames=args.pipeline_frames,
-        pipeline_video=args.pipeline_video, backend=_backend(args), timeout=args.timeout)
+        pipeline_video=args.pipeline_video, backend=_backend(args), timeout=args.timeout,
+        onnx_models=args.onnx_models)
     report["settings"] = {**{k: v for k, v in vars(settings).items() if k not in ("combos", "out", "backend")},
-                          **{k: v for k, v in asdict(settings.backend).items() if k != "precision"}}
+                          **{k: v for k, v in asdict(settings.backend).items() if k != "precision"},
+                          "onnx_models": sorted(settings.onnx_models)}
     print(f"bench: {len(settings.combos)} combination(s) × {args.starts} starts"
           + (f" + a {args.pipeline_frames}-frame pipeline run" if args.pipeline_frames else "") + f" → {out}/",
           flush=True)
