@@ -343,3 +343,36 @@ def test_eval_scores_the_models_own_labels_on_a_folder_of_class_folders(models_d
     assert (out / "confusion-1.png").stat().st_size > 1000
     report = (out / "report.md").read_text()
     assert "tripod" in report and "50% / 100%" in report and "confusion-1.png" in report
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("cat\ncoffee\n\n", ("cat", "coffee")),
+    ('["cat", "coffee"]', ("cat", "coffee")),
+    ("cat\n\ncoffee\n", "line 2 is empty"),
+    ("cat\ncoffee\ncat\n", "'cat' is listed twice"),
+    ('["cat", 3]', "JSON list of non-empty strings"),
+    ("", "no class names"),
+])
+def test_a_label_file_is_lines_or_a_json_list_and_anything_else_is_one_line(tmp_path, text, expected):
+    from models.card import read_labels
+    from stream.errors import UserError
+
+    path = tmp_path / "labels.txt"
+    path.write_text(text)
+    if isinstance(expected, tuple):
+        assert read_labels(path) == expected
+    else:
+        with pytest.raises(UserError, match=expected):
+            read_labels(path)
+
+
+def test_bench_takes_a_card_and_compares_it_with_onnx_runtime_on_its_own_file(models_dir, clip, tmp_path):
+    out = tmp_path / "bench"
+    result = run_cli("bench", "--models", str(models_dir / "things.toml"), "--backends", "torch,openvino",
+                     "--batch", "1", "--starts", "2", "--repeats", "3", "--frames", "4", "--pipeline-frames", "0",
+                     "--inputs", str(clip), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert "is an ONNX model: --backends torch does not run it" in result.stdout
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert [(r["backend"], r["status"]) for r in rows] == [("openvino", "ok")]
+    assert rows[0]["fidelity"]["top1_agreement"] == 1.0
