@@ -328,8 +328,9 @@ def _resolve(model: str, weights: str, labels_flag: str | None, flags: tuple) ->
     label_path, output, overrides = labels_flag, "logits", {}
     if is_card(model):
         card = read_card(model)
-        if weights != "imagenet" and card["architecture"]:
-            raise UserError(f"--weights {weights}: the card {Path(model).name} names its own weights")
+        if weights != "imagenet":
+            raise UserError(f"--weights {weights}: the card {Path(model).name} names its model's weights; drop "
+                            "--weights (or change the card)")
         label_path = labels_flag or card["labels"]
         output, overrides = card["output"], card["preprocess"]
         name, onnx, arch = card["name"], card["onnx"], card["architecture"]
@@ -380,7 +381,8 @@ def _resolve(model: str, weights: str, labels_flag: str | None, flags: tuple) ->
         print(f"warning: no labels for {shown}: its {classes} outputs are shown as class 0..{classes - 1} "
               "(give --labels FILE, one name per line)", flush=True)
     if io.batch is not None:
-        print(f"note: {shown} has a fixed batch of {io.batch}: frames are run {io.batch} at a time", flush=True)
+        how = "frame by frame" if io.batch == 1 else f"{io.batch} at a time (a short batch padded)"
+        print(f"note: {shown} has a fixed batch of {io.batch}: frames are run {how}", flush=True)
     custom = CustomModel(name, onnx, labels or numbered_labels(classes), tuple(sorted(spec.items())),
                          GraphIO(io.input_name, io.layout, io.batch, output), sha, source, (*files, onnx))
     return ModelRequest(name, "imagenet", custom)

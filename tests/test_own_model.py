@@ -376,3 +376,22 @@ def test_bench_takes_a_card_and_compares_it_with_onnx_runtime_on_its_own_file(mo
     rows = json.loads((out / "report.json").read_text())["rows"]
     assert [(r["backend"], r["status"]) for r in rows] == [("openvino", "ok")]
     assert rows[0]["fidelity"]["top1_agreement"] == 1.0
+
+
+def test_a_fixed_batch_graph_gets_full_padded_chunks_in_its_layout_and_its_probabilities_back_as_logits():
+    from models.spec import GraphIO
+    from stream.backends.onnx_model import run_graph
+    from stream.pipeline.postprocess import softmax
+
+    seen = []
+
+    def graph(x):  # N×H×W×3 in, the mean of each channel out, normalised: "probabilities"
+        seen.append(x.shape)
+        means = x.mean(axis=(1, 2))
+        return means / means.sum(axis=1, keepdims=True)
+
+    batch = np.random.default_rng(0).uniform(1, 2, (7, 3, 4, 4)).astype(np.float32)
+    out = run_graph(batch, GraphIO(layout="nhwc", batch=3, output="probabilities"), graph)
+    assert seen == [(3, 4, 4, 3)] * 3
+    expected = batch.mean(axis=(2, 3)) / batch.mean(axis=(2, 3)).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(softmax(out), expected, rtol=1e-5)
