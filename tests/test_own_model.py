@@ -376,6 +376,7 @@ def test_bench_takes_a_card_and_compares_it_with_onnx_runtime_on_its_own_file(mo
     rows = json.loads((out / "report.json").read_text())["rows"]
     assert [(r["backend"], r["status"]) for r in rows] == [("openvino", "ok")]
     assert rows[0]["fidelity"]["top1_agreement"] == 1.0
+    assert "compared with ONNX Runtime fp32 on their own file" in (out / "report.md").read_text()
 
 
 def test_a_fixed_batch_graph_gets_full_padded_chunks_in_its_layout_and_its_probabilities_back_as_logits():

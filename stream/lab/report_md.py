@@ -97,7 +97,12 @@ def bench_markdown(report: dict) -> str:
           _n(r["memory"]["first_start_peak_rss_mb"], ".0f"),
           f"{_n(r['memory']['cuda_allocated_peak_mb'], '.0f')} / {_n(r['memory']['cuda_reserved_peak_mb'], '.0f')}"]
          for r in ok])]
-    lines += ["## Numeric change against PyTorch fp32 (same real frames)", "", *_table(
+    onnx_models = s.get("onnx_models") or []
+    lines += ["## Numeric change against PyTorch fp32 (same real frames)", ""]
+    if onnx_models:
+        lines += [f"ONNX models ({', '.join(onnx_models)}) are compared with ONNX Runtime fp32 on their own file: "
+                  "PyTorch cannot run them.", ""]
+    lines += [*_table(
         ["model", "backend", "precision", "batch", "max \\|Δlogit\\|", "mean \\|Δlogit\\|", "logit scale",
          "max \\|Δprob\\|", "cosine (min)", "top-1 agreement", "top-1, clear calls", "top-5 overlap"],
         [[*_key(r), *_fidelity_cells(r.get("fidelity"), r)] for r in ok])]
