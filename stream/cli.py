@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from models.card import CHANNELS, INTERPOLATIONS
 from stream.argparsing import OneLineParser
 from stream.backends import auto_precisions, offering, precision_choices
 from stream.backends.settings import add_backend_flags
@@ -53,8 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="run report JSON to write (a summary is always printed)")
     p.add_argument("--predictions", help="JSON lines file, one line per processed frame (with its stream); "
                                          "{stream} in the path gives one file per stream")
-    p.add_argument("--model", help=f"torchvision classification model or efficientnet_lite0 (default {d.model})")
-    p.add_argument("--weights", help="imagenet (download once, cached), random, or a local state_dict file")
+    p.add_argument("--model", help=f"torchvision classification model, efficientnet_lite0, an ONNX file (x.onnx) or a "
+                                   f"model card (x.toml; see README, Your own model) (default {d.model})")
+    p.add_argument("--weights", help="imagenet (download once, cached), random, or a local state_dict file (a "
+                                     "fine-tune with any number of classes: the head is built to fit)")
+    own = p.add_argument_group("your own model (override the card's or the weights' own values)")
+    own.add_argument("--labels", metavar="FILE", help="class names in output order: one per line, or a JSON list "
+                                                      "(default: the weights' own, or class 0..N-1)")
+    own.add_argument("--input-size", type=int, metavar="N",
+                     help="the model's input size (default: read from the ONNX graph); resize = N / 0.875")
+    own.add_argument("--mean", metavar="R,G,B", help="normalisation mean on the 0..1 scale, in the model's channel "
+                                                     "order (default: ImageNet's)")
+    own.add_argument("--std", metavar="R,G,B", help="normalisation std, as --mean (default: ImageNet's)")
+    own.add_argument("--interpolation", choices=INTERPOLATIONS, help="resize filter (default bilinear for ONNX)")
+    own.add_argument("--channels", choices=CHANNELS, help="the model's input channel order (default rgb)")
     p.add_argument("--backend", choices=BACKEND_CHOICES,
                    help="inference backend (default auto: the fastest installed for the device, OpenVINO then ONNX "
                         "Runtime then PyTorch on a CPU, TensorRT then PyTorch on an NVIDIA GPU; said at the start)")

@@ -7,10 +7,12 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from models.spec import check_model_name
+from models.card import resolve
+from models.spec import ModelRequest
 from stream.backends import AUTO, check_offered
 from stream.backends import BACKEND_NAMES as BACKENDS
 from stream.backends.settings import BackendSettings
+from stream.backends.torch_backend import check_runs
 from stream.errors import UserError
 
 DROP_POLICIES = ("auto", "latest", "block")
@@ -27,8 +29,14 @@ class Config(BackendSettings):  # the backend's settings first: device, precisio
     output: str | None = None
     report: str | None = None
     predictions: str | None = None
-    model: str = "alexnet"
+    model: str = "alexnet"  # a torchvision name, efficientnet_lite0, an ONNX file or a model card (models.card)
     weights: str = "imagenet"
+    labels: str | None = None  # the model's class names: a text file, one per line, or a JSON list
+    input_size: int | None = None  # the model's input (crop) size; an ONNX graph's own by default
+    mean: str | None = None  # "r,g,b" on the 0..1 scale, in the model's channel order
+    std: str | None = None
+    interpolation: str | None = None  # bilinear | bicubic | nearest
+    channels: str | None = None  # the model's input channel order: rgb | bgr
     backend: str = "auto"  # auto: the fastest installed for the device (stream.backends.registry.choose_backend)
     batch: int | None = None  # None: 8 for a file read losslessly (throughput), 1 for live sources (latency)
     queue_size: int | None = None  # frames buffered per stream; None: 2 for live streams, 8 for files
@@ -123,7 +131,6 @@ def validate(cfg: Config) -> None:
     def bad(key: str, value, fix: str) -> UserError:
         return UserError(f"bad value for {key.replace('_', '-')}: {value!r}; {fix}")
 
-    check_model_name(cfg.model)
     for f in fields(cfg):  # nan passes every `not low <= x <= high` test the wrong way round; inf is no setting
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not math.isfinite(value):
@@ -176,6 +183,15 @@ def validate(cfg: Config) -> None:
         raise UserError("--serve-token needs --serve and a non-empty token")
     if not cfg.weights:
         raise bad("weights", cfg.weights, "use imagenet, random or a path to a state_dict file")
+    request = model_request(cfg)  # a card, an ONNX graph and labels are read and checked before anything loads
+    if cfg.backend == "torch":
+        check_runs(request)
+
+
+def model_request(cfg: Config) -> ModelRequest:
+    """The model the run asked for, with what its card and flags say (read once per process; models.card)."""
+    return resolve(cfg.model, cfg.weights, labels=cfg.labels, input_size=cfg.input_size, mean=cfg.mean, std=cfg.std,
+                   interpolation=cfg.interpolation, channels=cfg.channels)
 
 
 def _validate_engine(cfg: Config, bad) -> None:

@@ -21,7 +21,11 @@ def test_score_counts_by_hand():
     s = score(logits, [0, 2, 5, 5], ["a", "c", "f", "f"], ["1.jpg", "2.jpg", "3.jpg", "4.jpg"], CATS)
     assert (s["images"], s["top1"], s["top5"]) == (4, 2, 3)
     assert s["top1_rate"] == 0.5 and s["top5_rate"] == 0.75
-    assert s["per_class"]["f"] == {"class": "f", "images": 2, "top1": 1, "top5": 1, "top1_rate": 0.5, "top5_rate": 0.5}
+    assert s["per_class"]["f"] == {"class": "f", "images": 2, "top1": 1, "top5": 1, "top1_rate": 0.5, "top5_rate": 0.5,
+                                   "recall": 0.5, "predicted": 1, "precision": 1.0}
+    # Rows 1-3 are labelled a, row 4 f: a is right once of three times; c is never chosen.
+    assert s["per_class"]["a"]["precision"] == pytest.approx(1 / 3) and s["per_class"]["c"]["precision"] is None
+    assert s["confusion"] == {"classes": ["a", "c", "f"], "matrix": [[1, 0, 0], [1, 0, 0], [1, 0, 1]]}
     assert s["per_class"]["c"]["top1"] == 0 and s["per_class"]["c"]["top5"] == 1
     wrong = {w["path"]: w for w in s["wrong"]}
     assert set(wrong) == {"2.jpg", "3.jpg"}

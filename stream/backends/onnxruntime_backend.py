@@ -15,7 +15,7 @@ from models.spec import ModelRequest, package_version
 from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache
 from stream.backends.cores import available_cores
-from stream.backends.onnx_model import OnnxModel
+from stream.backends.onnx_model import OnnxModel, run_graph
 from stream.backends.quantize import onnx_for
 from stream.backends.registry import require_package
 from stream.errors import UserError
@@ -73,10 +73,14 @@ class OnnxRuntimeBackend:
             self._session = ort.InferenceSession(str(onnx.path), so, providers=providers,
                                                  provider_options=provider_options)
         except Exception as exc:  # noqa: BLE001 - a bad file or provider failure: one line, not a trace
-            raise UserError(f"ONNX Runtime could not load {onnx.path} ({str(exc).splitlines()[0][:160]}); "
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            if request.onnx_only and onnx.cache == "not used":  # the user's own file
+                raise UserError(f"ONNX Runtime could not load {onnx.path.name} ({reason})") from None
+            raise UserError(f"ONNX Runtime could not load {onnx.path} ({reason}); "
                             "delete it to have it exported again") from None
         self._input = self._session.get_inputs()[0].name
         self._input_shape = onnx.input_shape
+        self._graph = onnx.graph
         self.threads = so.intra_op_num_threads
         self.load = LoadRecord(onnx.weights_s + time.perf_counter() - started, onnx.build_s, onnx.cache,
                                str(onnx.path))
@@ -93,7 +97,7 @@ class OnnxRuntimeBackend:
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         # run() returns host arrays, so the device work is finished when it returns.
-        return self._session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return run_graph(batch, self._graph, lambda x: self._session.run(None, {self._input: x})[0])
 
     def warmup(self, batch_size: int, iterations: int) -> float:
         return timed_warmup(self.infer, np.zeros((batch_size, *self._input_shape), np.float32), iterations)

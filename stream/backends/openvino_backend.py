@@ -23,6 +23,7 @@ from models.spec import ModelRequest, package_version
 from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache, Build, Lookup, Unusable
 from stream.backends.cores import available_cores
+from stream.backends.onnx_model import run_graph
 from stream.backends.quantize import onnx_for
 from stream.backends.registry import require_package
 from stream.errors import UserError
@@ -73,6 +74,7 @@ class OpenVinoBackend:
         onnx = onnx_for(request, self.precision, cache, options)
         self.model = onnx.info
         self._input_shape = onnx.input_shape
+        self._graph = onnx.graph
         mode = hints.PerformanceMode.LATENCY if self.hint == "latency" else hints.PerformanceMode.THROUGHPUT
         # On CPUs with bf16 units the plugin's default is bf16 arithmetic, with fully connected layers
         # quantized on the fly: an "fp32" model would not be fp32. Both are switched off; int8 is the
@@ -80,7 +82,7 @@ class OpenVinoBackend:
         config = {hints.performance_mode: mode, props.inference_num_threads: self.threads,
                   hints.inference_precision: ov.Type.f32, hints.dynamic_quantization_group_size: 0}
         core = ov.Core()
-        fields = {"artifact": "openvino", "onnx": onnx.path.name, "openvino": package_version("openvino"),
+        fields = {"artifact": "openvino", "onnx": onnx.graph_key, "openvino": package_version("openvino"),
                   "cpu": _cpu_name(), "isa": list(core.get_property("CPU", props.device.capabilities)),
                   "hint": self.hint, "threads": self.threads, "arithmetic": "f32, no dynamic quantization"}
         compiled = None
@@ -88,7 +90,12 @@ class OpenVinoBackend:
         def build() -> Build:
             def compile_and_export(tmp, progress) -> None:
                 nonlocal compiled
-                compiled = core.compile_model(core.read_model(str(onnx.path)), "CPU", config)
+                try:
+                    graph = core.read_model(str(onnx.path))
+                except Exception as exc:  # noqa: BLE001 - a graph OpenVINO cannot read: one line
+                    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                    raise UserError(f"OpenVINO could not read {onnx.path.name} ({first})") from None
+                compiled = core.compile_model(graph, "CPU", config)
                 blob = compiled.export_model()
                 tmp.write_bytes(blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob))
 
@@ -115,7 +122,10 @@ class OpenVinoBackend:
             raise Unusable("OpenVINO could not import it") from None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return run_graph(batch, self._graph, self._infer)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """The graph's own input (its layout and batch) → its output."""
         chunks = split(len(batch), len(self._requests))
         for request, (a, b) in zip(self._requests, chunks, strict=False):
             request.start_async({0: batch[a:b]})

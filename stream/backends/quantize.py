@@ -24,9 +24,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.spec import LITE0, ModelRequest, file_sha256, package_version
+from models.spec import LITE0, GraphIO, ModelRequest, file_sha256, package_version
 from stream.backends.cache import ArtifactCache, Build
-from stream.backends.onnx_model import OnnxModel, get_onnx_model, onnx_fields, read_onnx
+from stream.backends.onnx_model import OnnxModel, get_onnx_model, graph_of, onnx_fields, read_onnx, to_layout
 from stream.errors import UserError
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -89,7 +89,8 @@ def float_layers(model: str) -> str:
 def int8_fields(request: ModelRequest, cal: Calibration, flavour: str) -> dict:
     return {**onnx_fields(request, "int8"), "calibration": calibration_id(cal.path),
             "calibration_frames": cal.frames, "method": cal.method, "flavour": flavour,
-            "float_layers": float_layers(request.name), "quantizer": f"onnxruntime-{package_version('onnxruntime')}"}
+            "float_layers": float_layers(request.cache_name()),
+            "quantizer": f"onnxruntime-{package_version('onnxruntime')}"}
 
 
 def get_int8_model(request: ModelRequest, cache: ArtifactCache, calibration: Calibration, flavour: str,
@@ -111,7 +112,7 @@ def get_int8_model(request: ModelRequest, cache: ArtifactCache, calibration: Cal
         return Build(f"quantizing {request.name} to int8 ({cal.method}, {len(frames)} calibration frames from "
                      f"{cal.path}): once per model and calibration set, cached in {cache.root}",
                      lambda tmp, progress: quantize(source, tmp, frames, cal.method, flavour,
-                                                    float_layers(request.name)),
+                                                    float_layers(request.cache_name()), graph_of(request)),
                      lambda path: (fp32.info, fp32.input_shape),
                      {"model": fp32.info.to_dict(), "input_shape": list(fp32.input_shape),
                       "calibration_path": cal.path})
@@ -121,12 +122,14 @@ def get_int8_model(request: ModelRequest, cache: ArtifactCache, calibration: Cal
                               build=build, changed="calibration settings")
     info, shape = got.value
     if fp32 is None:  # a hit
-        return OnnxModel(got.artifact, info, shape, 0.0, None, got.cache)
+        return OnnxModel(got.artifact, info, shape, 0.0, None, got.cache, graph_of(request))
     return OnnxModel(got.artifact, info, shape, fp32.weights_s, (fp32.build_s or 0.0) + (got.build_s or 0.0),
-                     got.cache)
+                     got.cache, graph_of(request))
 
 
-def quantize(fp32_path: Path, out: Path, frames, method: str, flavour: str, keep_float: str = "none") -> None:
+def quantize(fp32_path: Path, out: Path, frames, method: str, flavour: str, keep_float: str = "none",
+             graph: GraphIO = GraphIO()) -> None:
+    """`frames`: the run's NCHW batch; fed to the graph in its own layout, input name and batch size."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -137,15 +140,20 @@ def quantize(fp32_path: Path, out: Path, frames, method: str, flavour: str, keep
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    step = graph.batch or 1
+    feeds = [to_layout(frames[i:i + step], graph) for i in range(0, len(frames) - step + 1, step)]
+    if not feeds:
+        raise UserError(f"int8 calibration needs at least {step} frames for a model with a fixed batch of {step}")
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.i = 0
 
         def get_next(self):
-            if self.i >= len(frames):
+            if self.i >= len(feeds):
                 return None
             self.i += 1
-            return {"input": frames[self.i - 1:self.i]}
+            return {graph.input_name: feeds[self.i - 1]}
 
     prepared = out.with_name(out.stem + ".prepared.onnx")
     # The export keeps its weights in a companion .data file: load them fully first, or the

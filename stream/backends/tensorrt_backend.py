@@ -26,6 +26,7 @@ import numpy as np
 from models.spec import ModelRequest
 from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache, Build, Unusable
+from stream.backends.onnx_model import as_logits
 from stream.backends.quantize import onnx_for
 from stream.backends.tensorrt_build import allows_tf32, build_onnx, build_torch2trt, check_torch2trt_supported
 from stream.errors import UserError
@@ -99,8 +100,14 @@ class TensorRTBackend:
         onnx = onnx_for(request, self.precision, cache, options, "s8s8-symmetric")
         self.model = onnx.info
         self._input_shape = onnx.input_shape
+        self._graph = onnx.graph
+        if onnx.graph.batch is not None:  # a fixed batch: the engine's profile is that batch alone
+            self._max_batch = onnx.graph.batch
+        if request.onnx_only and options.trt_converter != "onnx":
+            raise UserError(f"{request.custom.name} is an ONNX model: build it with the default --trt-converter onnx")
         batch = self._max_batch
         fields = self.engine_fields(request, onnx.input_shape, batch, options.trt_converter)
+        fields["graph"] = [onnx.graph_key, onnx.graph.layout, onnx.graph.input_name]
         if self.precision == "int8":  # the calibration settings live in the int8 model's own cache key
             fields["int8_model"] = onnx.path.name
         got = cache.load_or_build("tensorrt", fields, ".engine", label=f"TensorRT engine for {request.name}",
@@ -124,7 +131,7 @@ class TensorRTBackend:
     def engine_fields(self, request: ModelRequest, shape: tuple[int, ...], batch: int, converter: str) -> dict:
         torch = self._torch
         props = torch.cuda.get_device_properties(self.device)
-        return {"artifact": "tensorrt", "model": request.name, "weights": request.weights_id(),
+        return {"artifact": "tensorrt", "model": request.cache_name(), "weights": request.weights_id(),
                 "input": [*shape], "batch": [1, batch, batch], "precision": self.precision,
                 "converter": converter, "tf32": allows_tf32(self.precision) if converter == "onnx" else "default",
                 "tensorrt": self._trt.__version__, "cuda": torch.version.cuda,
@@ -154,11 +161,11 @@ class TensorRTBackend:
         def write(tmp: Path, progress) -> dict:
             if converter == "onnx":
                 plan = build_onnx(self._trt, self._logger, onnx_path, self._input_shape, batch, self.precision,
-                                  request.name, progress)
+                                  request.name, progress, self._graph)
             else:
                 from models.registry import load_model
 
-                module = load_model(request.name, request.weights).module.to(self.device).eval()
+                module = load_model(request.name, request.weights, request.custom).module.to(self.device).eval()
                 plan = build_torch2trt(self._trt, module, self.device, self._input_shape, batch, self.precision,
                                        request.name)
             tmp.write_bytes(plan)
@@ -185,6 +192,24 @@ class TensorRTBackend:
         return table[trt_dtype]
 
     def infer(self, batch) -> np.ndarray:
+        """A pipeline batch (NCHW, on the GPU); a user's graph gets its layout and, for a fixed batch, chunks of
+        it (the last padded), and its probabilities come back as logits (stream.backends.onnx_model)."""
+        graph, torch = self._graph, self._torch
+        fixed = graph.batch
+        x = torch.as_tensor(batch)
+        if graph.layout == "nhwc":
+            x = x.permute(0, 2, 3, 1)
+        if fixed is None or len(x) == fixed:
+            return as_logits(self._execute(x), graph)
+        outs = []
+        for start in range(0, len(x), fixed):
+            chunk = x[start:start + fixed]
+            if len(chunk) < fixed:
+                chunk = torch.cat([chunk, chunk.new_zeros((fixed - len(chunk), *chunk.shape[1:]))])
+            outs.append(self._execute(chunk)[: min(fixed, len(x) - start)])
+        return as_logits(np.concatenate(outs), graph)
+
+    def _execute(self, batch) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode(), torch.cuda.device(self.device):
             n = int(batch.shape[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from models.spec import GraphIO
 from stream.backends.progress import BuildProgress
 from stream.errors import UserError
 
@@ -30,7 +31,9 @@ def allows_tf32(precision: str) -> bool:
 
 
 def build_onnx(trt, logger, onnx_path: Path, input_shape: tuple[int, int, int], batch: int, precision: str,
-               name: str, progress: BuildProgress) -> bytes:
+               name: str, progress: BuildProgress, graph: GraphIO = GraphIO()) -> bytes:
+    """`input_shape` is C, H, W; a user's graph may take H, W, C (`graph.layout`) and a fixed batch (then
+    `batch` is it, and the profile is that batch alone)."""
     builder = trt.Builder(logger)
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     network = builder.create_network(0 if flag is None else 1 << int(flag))
@@ -44,8 +47,10 @@ def build_onnx(trt, logger, onnx_path: Path, input_shape: tuple[int, int, int], 
     if not allows_tf32(precision) and tf32 is not None:
         config.clear_flag(tf32)
     c, h, w = input_shape
+    image = (h, w, c) if graph.layout == "nhwc" else (c, h, w)
+    smallest = batch if graph.batch is not None else 1
     profile = builder.create_optimization_profile()
-    profile.set_shape(network.get_input(0).name, (1, c, h, w), (batch, c, h, w), (batch, c, h, w))
+    profile.set_shape(network.get_input(0).name, (smallest, *image), (batch, *image), (batch, *image))
     config.add_optimization_profile(profile)
     monitor = _progress_monitor(trt, progress)
     if monitor is not None:

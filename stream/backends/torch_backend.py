@@ -10,6 +10,7 @@ import numpy as np
 
 from models.spec import ModelRequest
 from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_precision, timed_warmup
+from stream.backends.onnx_model import as_logits, graph_of
 from stream.errors import UserError
 
 
@@ -25,6 +26,13 @@ def resolve_device(requested: str) -> str:
     return "cuda:0" if requested == "cuda" else requested
 
 
+def check_runs(request: ModelRequest) -> None:
+    """PyTorch runs torchvision architectures (and EfficientNet-Lite0); an ONNX file is one line, before loading."""
+    if request.onnx_only:
+        raise UserError(f"--backend torch runs torchvision architectures; {request.custom.name} is an ONNX model "
+                        f"({request.custom.onnx.rsplit('/', 1)[-1]}): use --backend onnxruntime or openvino")
+
+
 class TorchBackend:
     name = "torch"
     runtime_modules = ("torch", "torchvision")  # imported before the load, so `bench` can time imports apart
@@ -32,6 +40,7 @@ class TorchBackend:
     capabilities = Capabilities(("fp32", "fp16"), cpu_bound=False, devices=("cpu", "cuda"))
 
     def __init__(self, request: ModelRequest, options: BackendOptions) -> None:
+        check_runs(request)
         import torch
 
         from models.registry import load_model
@@ -44,8 +53,9 @@ class TorchBackend:
             raise UserError("--precision fp16 needs a CUDA GPU (CPU fp16 is slower, not faster); use fp32 on CPU")
         if options.threads:
             torch.set_num_threads(options.threads)
-        model = load_model(request.name, request.weights)
+        model = load_model(request.name, request.weights, request.custom)
         self.model = model.info
+        self._graph = graph_of(request)
         self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
         # Channels-last lets oneDNN skip layout reorders for the convolutions on CPU.
         self._memory_format = torch.channels_last if self.device == "cpu" else torch.contiguous_format
@@ -62,7 +72,7 @@ class TorchBackend:
             x = x.contiguous(memory_format=self._memory_format)
             logits = self._module(x)
             # .cpu() waits for the device, so the caller's clock sees finished work.
-            return logits.float().cpu().numpy()
+            return as_logits(logits.float().cpu().numpy(), self._graph)
 
     def warmup(self, batch_size: int, iterations: int) -> float:
         dummy = np.zeros((batch_size, 3, self._input_size, self._input_size), np.float32)

@@ -125,18 +125,18 @@ def launch_on_ray(cfg, specs, sources, plan) -> Iterator[Launched]:
 def _deploy(cfg, plan, calibration, app: str):
     from ray import serve
 
-    from models.spec import ModelRequest
     from stream.cluster.deployment import Classifier, ReplicaJob, placement
     from stream.cluster.ledger import NAMESPACE, Ledger
+    from stream.config import model_request
 
     ledger = Ledger.options(name=f"{app}-ledger", namespace=NAMESPACE).remote()
     batching = plan.batching
-    job = ReplicaJob(ModelRequest(cfg.model, cfg.weights), cfg.backend, backend_options(cfg, plan, calibration),
+    job = ReplicaJob(model_request(cfg), cfg.backend, backend_options(cfg, plan, calibration),
                      batching.size, batching.timeout_s, cfg.warmup, f"{app}-ledger")
     n = max(len(plan.streams), 1)
     total = sum(in_flight(s.live, batching.size, n) for s in plan.streams) or LIVE_IN_FLIGHT * batching.size
     where = placement(cfg.replicas, cfg.replica_cpus, cfg.replica_gpus, batching.size, total)
-    print(f"deploying {cfg.model} ({cfg.weights} weights) on {cfg.backend}: {where.replicas} replica(s), "
+    print(f"deploying {job.request.describe()} on {cfg.backend}: {where.replicas} replica(s), "
           f"batch {batching.size}, max_ongoing_requests {where.max_ongoing_requests}...", flush=True)
     deployment = Classifier.options(num_replicas=where.replicas, max_ongoing_requests=where.max_ongoing_requests,
                                     ray_actor_options={"num_cpus": where.cpus, "num_gpus": where.gpus})

@@ -38,8 +38,8 @@ REPLICA_GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableErr
 
 
 class Uint8Crop:
-    """The model's input as whole 8-bit values, CHW RGB: the local preprocessing without its final
-    `* scale + shift` (both the faithful and the fast path round to whole values before it)."""
+    """The model's input as whole 8-bit values, CHW in the model's channel order: the local preprocessing
+    without its final `* scale + shift` (both the faithful and the fast path round to whole values before it)."""
 
     def __init__(self, spec: PreprocessSpec, resize: str) -> None:
         self._faithful = Preprocessor(spec) if resize == "faithful" else None
@@ -48,7 +48,7 @@ class Uint8Crop:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if self._fast is not None:
-            return np.ascontiguousarray(self._fast.crop(image).transpose(2, 0, 1)[::-1])
+            return np.ascontiguousarray(self._fast.planar(self._fast.crop(image)))
         planar = np.empty((3, self.crop, self.crop), np.float32)
         self._faithful._plan(*image.shape[:2])(image, planar)
         return planar.astype(np.uint8)

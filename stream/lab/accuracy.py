@@ -27,8 +27,26 @@ def score(logits: np.ndarray, targets: list[int], labels: list[str], paths: list
             wrong.append({"path": paths[i], "label": label, "in_top5": bool(hitk[i]),
                           "top5": [{"class": categories[j], "prob": float(probs[i, j])} for j in top[i]]})
     n = len(targets)
-    for c in per_class.values():
+    predicted = [int(j) for j in top[:, 0]]
+    for label, c in per_class.items():
+        # Recall: of this label's images, the share labelled it; precision: of the images labelled its class,
+        # the share that were this label's (None when the model never chose it).
+        target = targets[labels.index(label)]
+        chosen = sum(1 for j in predicted if j == target)
         c["top1_rate"], c["top5_rate"] = c["top1"] / c["images"], c["top5"] / c["images"]
+        c["recall"], c["predicted"] = c["top1_rate"], chosen
+        c["precision"] = c["top1"] / chosen if chosen else None
     return {"images": n, "top1": int(hit1.sum()), "top5": int(hitk.sum()),
             "top1_rate": float(hit1.mean()) if n else None, "top5_rate": float(hitk.mean()) if n else None,
-            "per_class": per_class, "wrong": wrong}
+            "per_class": per_class, "wrong": wrong, "confusion": confusion(targets, predicted, categories)}
+
+
+def confusion(targets: list[int], predicted: list[int], categories: list[str]) -> dict:
+    """Counts of (true class, top-1 class) over the classes that occur as either, in the model's class order:
+    `matrix[i][j]` images of `classes[i]` labelled `classes[j]`."""
+    classes = sorted(set(targets) | set(predicted))
+    at = {c: i for i, c in enumerate(classes)}
+    matrix = [[0] * len(classes) for _ in classes]
+    for t, p in zip(targets, predicted, strict=True):
+        matrix[at[t]][at[p]] += 1
+    return {"classes": [categories[c] for c in classes], "matrix": matrix}

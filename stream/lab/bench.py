@@ -17,7 +17,7 @@ from stream.backends import runs
 from stream.backends.settings import BackendSettings, flags
 from stream.lab.metrics import Latency, fidelity, mean_std, payback_frames
 from stream.lab.progress import JobProgress
-from stream.lab.runner import job_cache, run_job, run_pipeline
+from stream.lab.runner import job_cache, run_job, run_pipeline, slug
 from stream.lab.worker import Job
 from stream.observe.realtime import Measured, Target, judge
 
@@ -32,7 +32,7 @@ class Combo:
 
     @property
     def id(self) -> str:
-        return f"{self.model}-{self.backend}-{self.precision}-b{self.batch}"
+        return f"{slug(self.model)}-{self.backend}-{self.precision}-b{self.batch}"  # a file name too
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class BenchSettings:
     pipeline_video: bool = False
     backend: BackendSettings = BackendSettings()  # its precision is each combo's; cache_dir None: a fresh cache
     timeout: float = 1800.0                       # inside `out`, deleted at the end
+    onnx_models: frozenset = frozenset()  # models that are ONNX files: compared with ONNX Runtime fp32, not PyTorch
 
 
 def _job(s: BenchSettings, c: Combo, cache: str, **kw) -> Job:
@@ -115,15 +116,17 @@ def run_bench(s: BenchSettings, write) -> dict:
 
 
 def _reference_jobs(s, results, references, cache, work, progress, done) -> None:
-    """The PyTorch fp32 logits each model is compared with: a torch row's, or a dedicated run."""
+    """The PyTorch fp32 logits each model is compared with (ONNX Runtime's fp32 for a user's ONNX file, which
+    PyTorch cannot run): a row's, or a dedicated run."""
     for model, weights in dict.fromkeys((c.model, c.weights) for c in s.combos):
-        candidates = sorted((c for c in s.combos if (c.model, c.weights) == (model, weights) and c.backend == "torch"
+        backend = "onnxruntime" if model in s.onnx_models else "torch"
+        candidates = sorted((c for c in s.combos if (c.model, c.weights) == (model, weights) and c.backend == backend
                              and _resolved(results[c.id]) == "fp32" and _logits(results[c.id])),
                             key=lambda c: c.batch)
         if candidates:
             references[(model, weights)] = {"row": candidates[0].id, "logits": _logits(results[candidates[0].id])}
             continue
-        ref = Combo(model, weights, "torch", "fp32", 1)
+        ref = Combo(model, weights, backend, "fp32", 1)
         path = str(work / f"{ref.id}.reference.npy")
         progress.add(1)
         r = run_job(_job(s, ref, cache, warmup=1, repeats=0, logits_path=path), work, f"{ref.id}-reference",
@@ -246,10 +249,10 @@ def _fidelity(row: dict, r: dict, ref: dict | None) -> dict | None:
 
 
 def combos(models: list[tuple[str, str]], backends: list[str], precisions: list[str],
-           batches: list[int]) -> list[Combo]:
+           batches: list[int], skip: frozenset = frozenset()) -> list[Combo]:
     """Torch first within each model, so its logits are the reference before the others are compared;
-    combinations a backend does not offer at all (int8 on torch) are left out."""
+    combinations a backend does not offer at all (int8 on torch, an ONNX model on torch: `skip`) are left out."""
     order = sorted(backends, key=lambda b: b != "torch")
     return [Combo(m, w, b, p, n) for m, w in models for b in order for p in precisions for n in batches
-            if runs(b, p)]
+            if runs(b, p) and (m, b) not in skip]
 

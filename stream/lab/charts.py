@@ -93,4 +93,35 @@ def eval_charts(report: dict, out: Path) -> list[str]:
     _barh(plt, [f"{r['model']} · {r['backend']} {r['precision']}" for r in rows],
           [r["latency"]["mean_ms"] for r in rows], "Model latency per image", "ms per image (mean)",
           out / "latency.png")
-    return ["accuracy.png", "latency.png"]
+    charts = ["accuracy.png", "latency.png"]
+    for i, r in enumerate(report["rows"]):
+        if r["status"] == "ok" and r["accuracy"].get("confusion", {}).get("classes"):
+            name = f"confusion-{i + 1}.png"  # by row number: a model's name may be a path
+            _confusion(plt, r["accuracy"]["confusion"], f"{r['model']} · {r['backend']} {r['precision']}", out / name)
+            charts.append(name)
+    return charts
+
+
+def _confusion(plt, confusion: dict, title: str, path: Path) -> None:
+    """True class down, top-1 class across; each cell's count written in it."""
+    classes, matrix = confusion["classes"], confusion["matrix"]
+    n = len(classes)
+    side = min(max(4.0, 0.45 * n + 2.5), 30.0)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xlabel("top-1 (predicted)")
+    ax.set_ylabel("label (true)")
+    ax.set_title(f"Confusion: {title}", fontsize=9)
+    peak = max((v for row in matrix for v in row), default=0)
+    if n <= 30:
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                if v:
+                    ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+                            color="white" if v > peak / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

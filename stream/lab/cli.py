@@ -7,7 +7,7 @@ import datetime
 import json
 import shlex
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from models.spec import check_model_name
@@ -105,10 +105,16 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def _models(names: list[str], weights: str) -> list[tuple[str, str]]:
+    from models.card import is_card, is_onnx
+
     out = []
     for name in names:
         model, _, w = name.partition(":")
-        out.append((check_model_name(model, "--models"), w or weights))
+        if is_card(model) or is_onnx(model):  # the workers run in the project's folder: the file's own path
+            model = str(Path(model).resolve())
+        else:
+            check_model_name(model, "--models")
+        out.append((model, w or weights))
     return out
 
 
@@ -118,11 +124,14 @@ def _backend(args) -> BackendSettings:
     settings.check_values()
     if settings.calibration and not Path(settings.calibration).exists():
         raise UserError(f"--calibration {settings.calibration}: no such file or folder")
+    if settings.calibration:  # the workers run in the project's folder
+        settings = replace(settings, calibration=str(Path(settings.calibration).resolve()))
     return settings
 
 
 def _out_dir(path: str | None, kind: str) -> Path:
-    out = Path(path or f"out/{kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    # Absolute: the workers run in the project's folder.
+    out = Path(path or f"out/{kind}-{datetime.datetime.now():%Y%m%d-%H%M%S}").resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -140,6 +149,21 @@ def _weights_exist(models: list[tuple[str, str]]) -> None:
                             "state_dict file")
 
 
+def _onnx_only(models: list[tuple[str, str]], backends: list[str]) -> frozenset:
+    """Every model read and checked (a card, an ONNX graph, labels) before any worker starts; the ONNX models
+    among them (their torch rows cannot run: said once, and left out)."""
+    from models.card import resolve
+
+    names = frozenset(name for name, weights in models if resolve(name, weights).onnx_only)
+    if names and "torch" in backends:
+        if len(names) == len(models) and backends == ["torch"]:
+            raise UserError("--backends torch runs torchvision architectures, and every model here is an ONNX "
+                            "model; use --backends onnxruntime,openvino")
+        for name in sorted(names):
+            print(f"note: {name} is an ONNX model: --backends torch does not run it (its rows are left out)")
+    return names
+
+
 def main(command: str, argv: list[str]) -> int:
     args = build_parsers()[command].parse_args(argv)
     if AUTO in args.backends:  # the backend a run would pick, measured under its own name
@@ -148,6 +172,8 @@ def main(command: str, argv: list[str]) -> int:
         args.backends = list(dict.fromkeys(chosen.name if b == AUTO else b for b in args.backends))
     models = _models(args.models, args.weights)
     _weights_exist(models)
+    args.onnx_models = _onnx_only(models, args.backends)
+    args.skip = frozenset((name, "torch") for name in args.onnx_models)
     out = _out_dir(args.out, command)
     from stream.lab.environment import fingerprint
 
@@ -189,13 +215,15 @@ def _bench(args, models, out: Path, report: dict) -> int:
     if args.inputs and not Path(args.inputs).exists():
         raise UserError(f"--inputs {args.inputs}: no such file or folder")
     settings = BenchSettings(
-        combos=combos(models, args.backends, args.precision, args.batch), out=out,
+        combos=combos(models, args.backends, args.precision, args.batch, args.skip), out=out,
         inputs=args.inputs or default_inputs(args.cache_dir), frames=args.frames, warmup=args.warmup,
         repeats=args.repeats,
         starts=args.starts, target_fps=args.target_fps or 30.0, pipeline_frames=args.pipeline_frames,
-        pipeline_video=args.pipeline_video, backend=_backend(args), timeout=args.timeout)
+        pipeline_video=args.pipeline_video, backend=_backend(args), timeout=args.timeout,
+        onnx_models=args.onnx_models)
     report["settings"] = {**{k: v for k, v in vars(settings).items() if k not in ("combos", "out", "backend")},
-                          **{k: v for k, v in asdict(settings.backend).items() if k != "precision"}}
+                          **{k: v for k, v in asdict(settings.backend).items() if k != "precision"},
+                          "onnx_models": sorted(settings.onnx_models)}
     print(f"bench: {len(settings.combos)} combination(s) × {args.starts} starts"
           + (f" + a {args.pipeline_frames}-frame pipeline run" if args.pipeline_frames else "") + f" → {out}/",
           flush=True)
@@ -222,11 +250,13 @@ def _eval(args, models, out: Path, report: dict) -> int:
         print(f"no --data or --labels given: using the sample set {args.data} (real photographs, hand-labelled)")
     data = scan_folder(args.data) if args.data else read_csv(args.labels)
     settings = EvalSettings(models=models, backends=args.backends, data=data, out=out, precisions=tuple(args.precision),
-                            batch=args.batch[0], warmup=args.warmup, backend=_backend(args), timeout=args.timeout)
+                            batch=args.batch[0], warmup=args.warmup, backend=_backend(args), timeout=args.timeout,
+                            skip=args.skip)
     report["data"] = data_summary(data)
     report["rows"] = []
-    print(f"eval: {len(data.images)} images, {len(report['data']['labels'])} labels, "
-          f"{sum(runs(b, p) for _ in models for b in args.backends for p in args.precision)} run(s) → {out}/",
+    count = sum(runs(b, p) and (m, b) not in args.skip
+                for m, _ in models for b in args.backends for p in args.precision)
+    print(f"eval: {len(data.images)} images, {len(report['data']['labels'])} labels, {count} run(s) → {out}/",
           flush=True)
 
     def write(rows: list) -> None:

@@ -32,7 +32,7 @@ class LabelledSet:
 
 
 def scan_folder(root: str | Path) -> LabelledSet:
-    root = Path(root)
+    root = Path(root).resolve()  # the workers run in the project's folder: every image by its full path
     if not root.is_dir():
         raise UserError(f"--data {root}: not a folder (want one sub-folder of images per class)")
     images, ignored = [], []
@@ -48,7 +48,7 @@ def scan_folder(root: str | Path) -> LabelledSet:
 
 
 def read_csv(path: str | Path) -> LabelledSet:
-    path = Path(path)
+    path = Path(path).resolve()  # as scan_folder's
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]

@@ -19,7 +19,7 @@ from stream.lab.accuracy import score
 from stream.lab.dataset import WNID, LabelledSet, imagenet_wnids, resolve
 from stream.lab.metrics import Latency
 from stream.lab.progress import JobProgress
-from stream.lab.runner import job_cache, run_job
+from stream.lab.runner import job_cache, run_job, slug
 from stream.lab.worker import Job
 
 
@@ -34,20 +34,22 @@ class EvalSettings:
     warmup: int = 2
     backend: BackendSettings = BackendSettings()  # its precision is each row's
     timeout: float = 1800.0
+    skip: frozenset = frozenset()  # (model, backend) pairs that cannot run (an ONNX model on torch)
 
 
 def run_eval(s: EvalSettings, write) -> dict:
     work = s.out / "work"
     work.mkdir(parents=True, exist_ok=True)
     paths = [i.path for i in s.data.images]
-    plan = [(m, w, b, p) for m, w in s.models for b in s.backends for p in s.precisions if runs(b, p)]
+    plan = [(m, w, b, p) for m, w in s.models for b in s.backends for p in s.precisions
+            if runs(b, p) and (m, b) not in s.skip]
     rows = [{"model": m, "weights": w, "backend": b, "precision": p, "batch": s.batch,
              "status": "pending", "reason": None} for m, w, b, p in plan]
     progress = JobProgress(len(plan))
     with job_cache(s.backend.cache_dir, s.out) as cache:
         try:
             for row in rows:
-                name = f"{row['model']}-{row['backend']}-{row['precision']}"
+                name = f"{slug(row['model'])}-{row['backend']}-{row['precision']}"
                 job = Job(**{**asdict(s.backend), "precision": row["precision"], "cache_dir": cache},
                           kind="eval", model=row["model"], weights=row["weights"], backend=row["backend"],
                           batch=s.batch, warmup=s.warmup, images=paths, logits_path=str(work / f"{name}.logits.npy"))
@@ -81,8 +83,9 @@ def score_result(data: LabelledSet, result: dict) -> dict:
     counts = Counter(labels)
     known = [i for i, label in enumerate(labels) if label in res.index]
     if not known:
-        return {"status": "failed", "reason": f"no label matched a class of the model (e.g. {labels[0]!r}); use "
-                                              "ImageNet category names as in torchvision or WordNet ids"}
+        return {"status": "failed", "reason": f"no label matched a class of the model (e.g. {labels[0]!r}; its "
+                                              f"classes: {', '.join(categories[:6])}, ...); name the folders as the "
+                                              "model's labels (ImageNet's: category names or WordNet ids)"}
     logits = np.load(result["logits_path"])
     accuracy = score(logits[known], [res.index[labels[i]] for i in known], [labels[i] for i in known],
                      [read[i] for i in known], categories)

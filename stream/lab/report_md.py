@@ -97,7 +97,12 @@ def bench_markdown(report: dict) -> str:
           _n(r["memory"]["first_start_peak_rss_mb"], ".0f"),
           f"{_n(r['memory']['cuda_allocated_peak_mb'], '.0f')} / {_n(r['memory']['cuda_reserved_peak_mb'], '.0f')}"]
          for r in ok])]
-    lines += ["## Numeric change against PyTorch fp32 (same real frames)", "", *_table(
+    onnx_models = s.get("onnx_models") or []
+    lines += ["## Numeric change against PyTorch fp32 (same real frames)", ""]
+    if onnx_models:
+        lines += [f"ONNX models ({', '.join(onnx_models)}) are compared with ONNX Runtime fp32 on their own file: "
+                  "PyTorch cannot run them.", ""]
+    lines += [*_table(
         ["model", "backend", "precision", "batch", "max \\|Δlogit\\|", "mean \\|Δlogit\\|", "logit scale",
          "max \\|Δprob\\|", "cosine (min)", "top-1 agreement", "top-1, clear calls", "top-5 overlap"],
         [[*_key(r), *_fidelity_cells(r.get("fidelity"), r)] for r in ok])]
@@ -150,6 +155,10 @@ def _clear(f: dict) -> str:
     return f"{f['top1_agreement_clear']:.0%} of {f['clear_frames']}"
 
 
+def _rate(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
 def eval_markdown(report: dict, wrong_per_row: int = 15) -> str:
     d = report["data"]
     ok = [r for r in report["rows"] if r["status"] == "ok"]
@@ -191,6 +200,16 @@ def eval_markdown(report: dict, wrong_per_row: int = 15) -> str:
             n = next(p["images"] for p in per if p)
             cells.append([c, str(n), *("–" if p is None else f"{p['top1']} / {p['top5']}" for p in per)])
         lines += ["## Per class (top-1 / top-5 correct)", "", *_table(["label", "images", *names], cells)]
+        cells = []
+        for c in classes:
+            per = [r["accuracy"]["per_class"].get(c) for r in ok]
+            cells.append([c, *("–" if p is None or "recall" not in p else
+                               f"{_rate(p.get('precision'))} / {_rate(p['recall'])}" for p in per)])
+        lines += ["## Per class: precision / recall at top-1", "",
+                  "Precision: of the images the model labelled this class, the share that were; recall: of this "
+                  "label's images, the share labelled it (– : never chosen). Confusion matrices: the "
+                  "confusion-N.png charts below, N the row's place in report.json.", "",
+                  *_table(["label", *names], cells)]
     root = d["source"] if Path(d["source"]).is_dir() else str(Path(d["source"]).parent)
     for r in ok:
         wrong = r["accuracy"]["wrong"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +35,15 @@ def _run(cmd: list[str], log: Path, timeout: float) -> tuple[int | None, str, fl
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
     log.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{out}\n--- stderr\n{err}")
     return code, err, time.perf_counter() - started
+
+
+def slug(model: str) -> str:
+    """A model as part of a file name: a card's or ONNX file's path becomes its file name and a hash of the path
+    (two cards of one name in different folders stay apart)."""
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", model) and not model.startswith("."):
+        return model
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name).lstrip(".") or "model"
+    return f"{safe}-{hashlib.sha256(model.encode()).hexdigest()[:8]}"
 
 
 def run_job(job: Job, work: Path, name: str, timeout: float) -> dict:

@@ -62,7 +62,7 @@ def _batches(preprocess, frames: list, size: int) -> tuple[list, float]:
 
 
 def measure(job: Job, result: dict) -> None:
-    from models.spec import ModelRequest
+    from models.card import resolve
     from stream.backends import backend_class
     from stream.media.stills import load_frames
     from stream.observe.stats import peak_rss_mb
@@ -75,7 +75,7 @@ def measure(job: Job, result: dict) -> None:
     result["import_s"] = time.perf_counter() - started
     frames = load_frames(job.inputs, job.frames) if job.kind == "bench" else None  # bad input before the load
 
-    backend = cls(ModelRequest(job.model, job.weights), backend_options(job))
+    backend = cls(resolve(job.model, job.weights), backend_options(job))  # a name, an ONNX file or a card
     try:
         load = backend.load
         result["load"] = {"weights_s": load.weights_s, "build_s": load.build_s, "cache": load.cache,

@@ -1,4 +1,5 @@
-"""Frames (BGR uint8, any size) → a normalised NCHW float32 batch, on the host.
+"""Frames (BGR uint8, any size) → a normalised NCHW float32 batch, on the host, in the model's channel order
+(RGB unless its spec says bgr).
 
 The default is faithful to the weights: torchvision's `Resize(antialias) + CenterCrop + Normalize`
 as PIL computes it, for the crop's pixels only (`stream.pipeline.resample`). The two separable passes are
@@ -29,13 +30,13 @@ class _SparseResize:
                                                                                         plan.cols.stop), spec.crop
         self.vertical = sparse.csr_array(plan.rows.weights.astype(np.float32))  # crop × source rows
         # Horizontal weights for every channel at once: source column j, channel c (interleaved BGR) →
-        # output column x of plane 2 - c (RGB). Folding the channel swap and the HWC → CHW reorder
-        # into the matrix costs nothing per frame.
+        # output column x of plane 2 - c (RGB; plane c for a model that takes BGR). Folding the channel
+        # swap and the HWC → CHW reorder into the matrix costs nothing per frame.
         w = plan.cols.weights.T.astype(np.float32)  # source columns × crop
         span, crop = w.shape
         blocks = [[None] * 3 for _ in range(3)]
         for c in range(3):
-            blocks[c][2 - c] = sparse.csr_array(w)
+            blocks[c][c if spec.channels == "bgr" else 2 - c] = sparse.csr_array(w)
         interleaved = sparse.block_array(blocks, format="csr")  # rows c*span + j, cols plane*crop + x
         order = np.arange(3 * span).reshape(3, span).T.ravel()  # row j*3 + c of the interleaved frame
         self.horizontal = sparse.csr_array(interleaved[order])  # (span*3) × (3*crop)
@@ -91,12 +92,18 @@ class FastPreprocessor:
         return cv2.warpAffine(image, self._affine(*image.shape[:2]), (size, size),
                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
 
+    def planar(self, crop: np.ndarray) -> np.ndarray:
+        """An HWC BGR crop as CHW planes in the model's channel order (a view)."""
+        chw = crop.transpose(2, 0, 1)
+        return chw if self.spec.channels == "bgr" else chw[::-1]
+
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
         size = self.spec.crop
         batch = np.empty((len(images), 3, size, size), np.float32)
         for i, image in enumerate(images):
-            # HWC BGR → CHW RGB as a view; normalising in CHW keeps the arithmetic contiguous.
-            chw = self.crop(image).transpose(2, 0, 1)[::-1]
+            # HWC BGR → CHW RGB (or BGR, as the model takes it) as a view; normalising in CHW keeps the
+            # arithmetic contiguous.
+            chw = self.planar(self.crop(image))
             np.multiply(chw, self._scale, out=batch[i], casting="unsafe")
             batch[i] += self._shift
         return batch

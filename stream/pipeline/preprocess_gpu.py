@@ -62,10 +62,10 @@ class TorchPreprocessor:
 
         return self._grids.get((height, width), make)
 
-    @staticmethod
-    def _upload(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    def _upload(self, images: list[np.ndarray], device: torch.device) -> torch.Tensor:
         host = torch.from_numpy(np.stack(images))  # N×H×W×3 uint8: the smallest thing to upload
-        return host.to(device, non_blocking=True).permute(0, 3, 1, 2).flip(1).float()  # BGR → RGB
+        planes = host.to(device, non_blocking=True).permute(0, 3, 1, 2)
+        return (planes if self.spec.channels == "bgr" else planes.flip(1)).float()  # BGR → the model's order
 
     def _batch(self, images: list[np.ndarray]) -> torch.Tensor:
         height, width = images[0].shape[:2]

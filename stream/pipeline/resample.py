@@ -37,7 +37,7 @@ def _cubic(x: np.ndarray) -> np.ndarray:
     return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
 
 
-FILTERS = {"bilinear": (_triangle, 1.0), "bicubic": (_cubic, 2.0)}
+FILTERS = {"bilinear": (_triangle, 1.0), "bicubic": (_cubic, 2.0), "nearest": (None, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,12 @@ def axis_weights(in_size: int, out_size: int, first: int, count: int, interpolat
     except KeyError:
         raise UserError(f"the model asks for {interpolation!r} resizing; supported: {', '.join(FILTERS)}") from None
     scale = in_size / out_size
+    if kernel is None:  # nearest: Pillow reads the pixel under each output pixel's centre, with no filter
+        centres = np.minimum(((np.arange(first, first + count) + 0.5) * scale).astype(np.int64), in_size - 1)
+        start = int(centres.min())
+        weights = np.zeros((count, int(centres.max()) - start + 1))
+        weights[np.arange(count), centres - start] = 1.0
+        return Axis(start, weights)
     filter_scale = max(scale, 1.0)  # downscaling widens the filter: that is the antialiasing
     support *= filter_scale
     centres = (np.arange(first, first + count) + 0.5) * scale

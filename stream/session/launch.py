@@ -76,8 +76,8 @@ def backend_options(cfg: Config, plan: RunPlan, calibration) -> BackendOptions:
 @contextmanager
 def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], plan: RunPlan) -> Iterator[Launched]:
     """The model in this process; the engine's threads read the sources the orchestrator opened."""
-    from models.spec import ModelRequest
     from stream.backends import backend_class
+    from stream.config import model_request
     from stream.pipeline.inference import local_inference
     from stream.pipeline.preprocess import make_preprocessor
     from stream.pipeline.render import Renderer
@@ -85,8 +85,9 @@ def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], pl
 
     batching = plan.batching
     options = backend_options(cfg, plan, calibration_for(cfg, specs, sources))
-    print(f"loading {cfg.model} ({cfg.weights} weights) on {cfg.backend}...", flush=True)
-    backend = backend_class(cfg.backend)(ModelRequest(cfg.model, cfg.weights), options)
+    request = model_request(cfg)
+    print(f"loading {request.describe()} on {cfg.backend}...", flush=True)
+    backend = backend_class(cfg.backend)(request, options)
     try:
         warmup_s = backend.warmup(batching.size, cfg.warmup)
         if batching.size > 1:  # a partial batch (a file's last, a quiet moment) must not pay for a new shape

@@ -91,7 +91,10 @@ class Run:
         cfg = self.cfg
         if cfg.backend != AUTO:
             return cfg
-        self.backend_choice = choose_backend(cfg.device, cfg.precision)
+        from stream.config import model_request
+
+        onnx_only = model_request(cfg).onnx_only  # PyTorch runs torchvision architectures only
+        self.backend_choice = choose_backend(cfg.device, cfg.precision, exclude=("torch",) if onnx_only else ())
         print(f"backend: {self.backend_choice.name} ({self.backend_choice.reason})", flush=True)
         self.cfg = cfg = replace(cfg, backend=self.backend_choice.name)
         check_offered(cfg.backend, precision=cfg.precision, device=cfg.device, hint=cfg.openvino_hint,
