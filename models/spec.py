@@ -125,7 +125,7 @@ class ModelRequest:
         """The model's part of a cache file name: a torchvision name, or the ONNX file's content hash (the
         user's name or path never becomes part of a path)."""
         if self.onnx_only:
-            return f"onnx-{self.custom.onnx_sha256[:16]}"
+            return f"onnx_{self.custom.onnx_sha256[:16]}"  # a name the cache takes (models.spec.MODEL_NAME)
         return self.name
 
     def __post_init__(self) -> None:
