@@ -7,12 +7,14 @@ resize, no colour conversion: 73 µs a 720p frame, measured here under load). Ra
 because averaging wipes out exactly the sensor noise that tells a still scene from a repeated frame. A frame
 is "the same" as the one before when the mean absolute difference of the samples is below SAME_MEAN (a level
 in 255) and no sample moved more than SAME_MAX; blank when the samples' spread is below BLANK_SPREAD. A stream
-is frozen after `frozen_after_s` of the same picture, blank after `blank_after_s` of blank ones (blank wins: a
-frozen black frame is blank), and healthy again at its first frame that is neither.
+is frozen once FROZEN_SHARE of its frame pairs over the last `frozen_after_s` were the same (an encoder's
+keyframe refresh of a still picture is no motion), blank after `blank_after_s` of blank frames (blank wins: a
+frozen black frame is blank). Two changed pairs in a row, or one frame with contrast, make it healthy again.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,7 @@ import numpy as np
 FROZEN, BLANK = "frozen", "blank"
 GRID = (36, 64)  # rows, columns sampled
 SAME_MEAN, SAME_MAX = 0.3, 8  # a decoder's rounding on a re-encoded still frame stays within these
+FROZEN_SHARE = 0.9  # of the window's frame pairs alike (keyframe refreshes of a still picture are the rest)
 BLANK_SPREAD = 4.0  # standard deviation of the samples, in levels of 255 (a photo at a tenth of its light: ~6)
 
 
@@ -56,7 +59,8 @@ class HealthWatch:
         self.rules = rules
         self.state: str | None = None
         self._previous: np.ndarray | None = None
-        self._same_since: float | None = None
+        self._pairs: deque[tuple[float, bool]] = deque()  # (time, same as the frame before) within the window
+        self._compared_since: float | None = None  # the first comparison since the start or a reconnect
         self._blank_since: float | None = None
         self._since: float | None = None  # when the current state began
         self._seconds = {FROZEN: 0.0, BLANK: 0.0}
@@ -66,21 +70,34 @@ class HealthWatch:
         current = sample(image)
         previous, self._previous = self._previous, current
         blank = float(current.std()) < BLANK_SPREAD
-        same = False
+        self._blank_since = (self._blank_since or now) if blank else None
         if previous is not None and previous.shape == current.shape:
             diff = np.abs(current - previous)
-            same = float(diff.mean()) < SAME_MEAN and int(diff.max()) <= SAME_MAX
-        self._blank_since = (self._blank_since or now) if blank else None
-        self._same_since = (self._same_since or now) if same else None
+            self._pairs.append((now, float(diff.mean()) < SAME_MEAN and int(diff.max()) <= SAME_MAX))
+            self._compared_since = self._compared_since or now
+        while self._pairs and self._pairs[0][0] < now - self.rules.frozen_after_s:
+            self._pairs.popleft()
         state = None
         if self._blank_since is not None and self.rules.blank_after_s > 0 and \
                 now - self._blank_since >= self.rules.blank_after_s:
             state = BLANK
-        elif self._same_since is not None and self.rules.frozen_after_s > 0 and \
-                now - self._same_since >= self.rules.frozen_after_s:
+        elif self.rules.frozen_after_s > 0 and self._frozen(now):
             state = FROZEN
         self._enter(state, now)
         return state
+
+    def _frozen(self, now: float) -> bool:
+        """A whole window of repeats, but for an encoder's periodic refresh: a rate-controlled H.264 stream of
+        a still picture changes it at every keyframe (once a second, mean difference up to ~1.2 here), so one
+        changed pair in FROZEN_SHARE's remainder is allowed; two changed pairs in a row end it at once."""
+        pairs = self._pairs
+        if not pairs or self._compared_since is None or now - self._compared_since < self.rules.frozen_after_s:
+            return False
+        if len(pairs) >= 2 and not pairs[-1][1] and not pairs[-2][1]:
+            return False
+        if self.state == FROZEN:  # hysteresis: a refresh at the window's edge must not end and restart it
+            return True
+        return sum(same for _, same in pairs) >= FROZEN_SHARE * len(pairs)
 
     def _enter(self, state: str | None, now: float) -> None:
         if state == self.state:
@@ -96,7 +113,8 @@ class HealthWatch:
 
     def reset(self) -> None:
         """A new connection: its first frames are not compared with the old one's."""
-        self._previous, self._same_since, self._blank_since = None, None, None
+        self._previous, self._compared_since, self._blank_since = None, None, None
+        self._pairs.clear()
 
     def summary(self, now: float) -> HealthSummary:
         seconds = dict(self._seconds)
