@@ -10,7 +10,9 @@ Mounts, each 640x480 at 30 fps, H.264 (x264, zero latency, a keyframe every 30 f
   frame stamped with its number: tests.cameras.stamp);
 - `/pan-tcp`, `/pan-udp`: the same, offered over that RTP transport only (a client asking for the other
   one is refused);
-- `/frozen`: the first JPEG repeated for ever (GStreamer's `imagefreeze`: a frozen encoder);
+- `/frozen`: the first JPEG repeated for ever (GStreamer's `imagefreeze`: a frozen picture), encoded at a
+  constant quantiser, so that each keyframe decodes as the one before (a frozen encoder repeating itself);
+- `/frozen-abr`: the same with x264's default rate control, each keyframe quantised afresh;
 - `/black`: `videotestsrc pattern=black` (a covered lens);
 - `/secure`: `/pan` behind basic authentication with USER:PASSWORD, when given.
 
@@ -29,7 +31,12 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 CAPS = "video/x-raw,width=640,height=480,framerate=30/1"
-ENCODE = "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! rtph264pay name=pay0 pt=96 config-interval=1"
+X264 = "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30"
+PAY = "rtph264pay name=pay0 pt=96 config-interval=1"
+# A frozen encoder sends the same picture: at a constant quantiser every keyframe of a still picture decodes alike.
+# With x264's default rate control (`/frozen-abr`) each keyframe is quantised afresh and decodes up to ~1.3
+# levels of 255 apart on average from the frame before (see tests/test_rtsp.py).
+RATE = {"frozen": "pass=quant quantizer=23"}
 ANONYMOUS, USER = "anonymous", "user"
 
 
@@ -38,9 +45,10 @@ def launch(frames: str, kind: str) -> str:
     source = {
         "pan": f"{pictures} ! jpegdec ! videoconvert",
         "frozen": f"filesrc location={frames}/frame00000.jpg ! jpegdec ! videoconvert ! imagefreeze",
+        "frozen-abr": f"filesrc location={frames}/frame00000.jpg ! jpegdec ! videoconvert ! imagefreeze",
         "black": "videotestsrc pattern=black",
     }[kind]
-    return f"( {source} ! videoscale ! videorate ! {CAPS} ! {ENCODE} )"
+    return f"( {source} ! videoscale ! videorate ! {CAPS} ! {X264} {RATE.get(kind, '')} ! {PAY} )"
 
 
 def factory(pipeline: str, play: list[str], protocols=None) -> GstRtspServer.RTSPMediaFactory:
@@ -82,6 +90,7 @@ def main() -> None:
     mounts.add_factory("/pan-tcp", factory(launch(frames, "pan"), anyone, GstRtsp.RTSPLowerTrans.TCP))
     mounts.add_factory("/pan-udp", factory(launch(frames, "pan"), anyone, GstRtsp.RTSPLowerTrans.UDP))
     mounts.add_factory("/frozen", factory(launch(frames, "frozen"), anyone))
+    mounts.add_factory("/frozen-abr", factory(launch(frames, "frozen-abr"), anyone))
     mounts.add_factory("/black", factory(launch(frames, "black"), anyone))
     if credentials:
         mounts.add_factory("/secure", factory(launch(frames, "pan"), [USER]))

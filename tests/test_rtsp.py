@@ -15,7 +15,7 @@ import pytest
 from stream.errors import UserError
 from stream.media.sources import FFMPEG_OPTIONS, ffmpeg_options, open_source, rtsp_transport, with_transport
 from stream.media.streams import load_sources_file, name_from_uri
-from stream.pipeline.health import BLANK, FROZEN
+from stream.pipeline.health import BLANK, FROZEN, HealthRules, HealthWatch
 from tests.cameras import LoopbackCameras, read_stamp
 from tests.conftest import read_all_frames, run_cli
 from tests.rtsp import LOOP_FRAMES, RtspServer, server_missing, write_frames
@@ -161,7 +161,7 @@ def test_an_rtsp_camera_runs_at_its_fps_and_every_picture_shown_is_whole(server,
     frames = 150
     result, report, logged = run(tmp_path, cache, "--source", server.url("pan"), "--max-frames", str(frames),
                                  "--output", str(tmp_path / "{stream}.avi"))
-    stream = report["streams"][0]
+    stream = report  # one stream: its figures are the run's
     assert stream["source"]["kind"] == "url" and stream["source"]["live"] is True
     # The stream's clock starts at its first read: the last frame logged was read about when the last was.
     span = stream["frames"]["read"] / logged[-1]["time_s"]
@@ -171,7 +171,7 @@ def test_an_rtsp_camera_runs_at_its_fps_and_every_picture_shown_is_whole(server,
           f" ({report['realtime']['reason']})")
     assert stream["frames"]["read"] == frames
     assert 0.9 * FPS <= span <= 1.1 * FPS, span  # the camera's pace, not a burst from a buffer
-    seqs = [read_stamp(f) for f in read_all_frames(tmp_path / f"{stream['name']}.avi")]
+    seqs = [read_stamp(f) for f in read_all_frames(tmp_path / f"{logged[0]['stream']}.avi")]
     assert seqs and None not in seqs  # no smeared or half-decoded picture among those shown
     assert [r["frame"] for r in logged] == sorted({r["frame"] for r in logged})
 
@@ -271,8 +271,8 @@ def test_credentials_are_accepted_and_masked_everywhere(server, cache, tmp_path)
     uri = server.url("secure", "udp", user=f"{USER}:{PASSWORD}")
     result, report, logged = run(tmp_path, cache, "--source", uri, "--max-frames", "45", "--output",
                                  str(tmp_path / "{stream}.mp4"), "--status-every", "0.5")
-    assert report["streams"][0]["frames"]["read"] == 45 and len(logged) > 0
-    assert report["streams"][0]["source"]["uri"] == f"rtsp://***:***@127.0.0.1:{server.port}/secure?transport=udp"
+    assert report["frames"]["read"] == 45 and len(logged) > 0
+    assert report["source"]["uri"] == f"rtsp://***:***@127.0.0.1:{server.port}/secure?transport=udp"
     shown = [result.stdout, result.stderr] + [p.read_bytes().decode("latin-1") for p in tmp_path.iterdir()
                                                 if p.is_file() and p.name != "rtsp-server.log"]
     assert all(PASSWORD not in text for text in shown)
@@ -299,6 +299,24 @@ def test_a_frozen_and_a_black_rtsp_camera_are_reported_within_their_windows(serv
         # From its first frame (already the same picture) to the first flagged one: the window, plus a little.
         after = flagged[0] - mine[0]["time_s"]
         print(f"{stream['name']}: {state} after {after:.2f} s of frames (window 2 s)")
-        assert 2.0 <= after <= 3.0, (state, after)
+        assert 1.9 <= after <= 3.0, (state, after)  # the first frame logged may be the second judged
     assert black["health"]["frozen_episodes"] == 0  # a black picture is blank, not frozen
     assert moving["health"]["frozen_episodes"] == moving["health"]["blank_episodes"] == 0
+
+
+def frame_states(uri: str, frames: int) -> list:
+    """The health of each of the first `frames` frames of a live RTSP stream, on their capture clock."""
+    source = open_source(uri)
+    watch = HealthWatch(HealthRules(frozen_after_s=2.0, blank_after_s=0))
+    try:
+        return [watch.observe(frame.image, frame.captured_at) for frame in (source.read() for _ in range(frames))]
+    finally:
+        source.close()
+
+
+@needs_server
+@pytest.mark.xfail(strict=True, reason="a still picture behind H.264 rate control is not judged frozen: each "
+                   "keyframe (here every 30 frames) and the P-frames after it are quantised afresh and decode up to "
+                   "~1.3 levels of 255 apart on average (up to 9 in a sample), above the frozen test's 0.3 and 8")
+def test_a_frozen_picture_behind_rate_controlled_h264_is_frozen_too(server):
+    assert FROZEN in frame_states(server.url("frozen-abr"), 150)
