@@ -192,9 +192,14 @@ class Source(Protocol):
 class VideoSource:
     """Anything cv2.VideoCapture opens: camera index, URL or video file."""
 
-    def __init__(self, uri: str, kind: str, capture: cv2.VideoCapture, live: bool) -> None:
+    def __init__(self, uri: str, kind: str, capture: cv2.VideoCapture, live: bool,
+                 read_timeout_s: float | None = None) -> None:
         self._cap = capture
         self._live = live
+        # A read that took the whole read timeout was interrupted: OpenCV's FFmpeg backend then flushes the decoder
+        # and hands over the frame it held back (an H.264 stream's, received before the silence) as if it were new.
+        # Seen on RTSP: a camera silent for 6 s gave a 5 s old frame at the timeout and was never judged stalled.
+        self._read_timeout_s = read_timeout_s
         self._next_index = 0
         self._started = time.perf_counter()
         ok, first = capture.read()
@@ -227,7 +232,10 @@ class VideoSource:
         if self._pending is not None:
             image, self._pending = self._pending, None
         else:
+            asked = time.perf_counter()
             ok, image = self._cap.read()
+            if self._read_timeout_s is not None and time.perf_counter() - asked >= self._read_timeout_s:
+                ok = False  # the decoder's last frame from before the silence, not a live one
             if not ok or image is None:
                 if self.info.live:
                     raise StreamError(
@@ -380,7 +388,7 @@ def open_source(uri: str, read_timeout_ms: int = URL_TIMEOUT_MS, max_image_pixel
             raise UserError(f"cannot open stream {shown}; check the address, credentials and network")
         # A URL with a known frame count is a remote file: read it losslessly like a local one.
         live = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) <= 0
-        return VideoSource(shown, "url", cap, live=live)
+        return VideoSource(shown, "url", cap, live=live, read_timeout_s=read_timeout_ms / 1000 if live else None)
     path = Path(uri)
     if not path.exists():
         raise UserError(f"{uri}: no such file or folder; check the path given to --source")
