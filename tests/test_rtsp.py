@@ -113,7 +113,9 @@ def test_tcp_and_udp_each_reach_a_camera_that_offers_only_that_one(server, monke
     """Refusals last on each mount: right after a refused SETUP the server answers 503 for a moment."""
     monkeypatch.delenv(FFMPEG_OPTIONS, raising=False)
     for transport in ("tcp", "udp"):
+        asked = time.perf_counter()
         got = first_frames(server.url(f"pan-{transport}", transport))
+        print(f"rtsp over {transport}: opened and first frame in {got[0].captured_at - asked:.2f} s")
         assert all(read_stamp(f.image) is not None for f in got), transport  # whole pictures
     # Without one: TCP, whatever FFmpeg's own default; a user's own process-wide choice still holds.
     assert first_frames(server.url("pan-tcp"), 3)

@@ -85,9 +85,9 @@ TRANSPORT_KEY = "transport"
 TRANSPORTS = ("tcp", "udp")
 DEFAULT_TRANSPORT = "tcp"
 # OpenCV's FFmpeg backend takes FFmpeg's options from this variable, read by each open and by nothing else (no
-# open parameter carries them in OpenCV 4.12, and FFmpeg 5's `?tcp` in the URL is not honoured). Each RTSP open
-# sets it for its own duration, under a lock, and puts it back; the lock makes RTSP opens take turns, each at
-# most URL_TIMEOUT_MS, while reading from open streams goes on.
+# open parameter carries them in OpenCV 4.12, and FFmpeg's legacy `rtsp://...?tcp` suffix is not honoured by the
+# FFmpeg OpenCV bundles: tried). Each RTSP open sets it for its own duration, under a lock, and puts it back; the
+# lock makes RTSP opens take turns, each at most URL_TIMEOUT_MS, while reading from open streams goes on.
 FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _options_lock = threading.Lock()
 
@@ -234,7 +234,7 @@ class VideoSource:
         else:
             asked = time.perf_counter()
             ok, image = self._cap.read()
-            if self._read_timeout_s is not None and time.perf_counter() - asked >= self._read_timeout_s:
+            if self._timed_out(asked):
                 ok = False  # the decoder's last frame from before the silence, not a live one
             if not ok or image is None:
                 if self.info.live:
@@ -250,6 +250,9 @@ class VideoSource:
         fps = self.info.fps
         time_s = index / fps if fps and not self.info.live else now - self._started
         return Frame(index=index, image=image, captured_at=now, time_s=time_s)
+
+    def _timed_out(self, asked: float) -> bool:
+        return self._read_timeout_s is not None and time.perf_counter() - asked >= self._read_timeout_s
 
     def _note_pts(self) -> None:
         # The decoder's own timestamp, kept for judging truncation. The latest is not always the largest
@@ -279,6 +282,8 @@ class VideoSource:
             started = time.perf_counter()
             if not self._cap.grab():
                 break  # the next read() reports the lost stream
+            if self._timed_out(started):
+                break  # a held-back frame from before the silence: the next read() reports the silent stream
             if time.perf_counter() - started >= fresh_after_s:
                 ok, image = self._cap.retrieve()
                 self._pending = image if ok else None
