@@ -7,7 +7,10 @@ when a live stream is lost. It never invents a frame (no black or repeated frame
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -71,6 +74,91 @@ URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://"
 URL_TIMEOUT_MS = 10_000
 IMAGE_FOLDER_FPS = 1.0
 
+# RTSP's media (RTP) goes over TCP, inside the RTSP connection, or over UDP, chosen per stream with
+# `rtsp://cam/s1?transport=udp` (or `transport = "udp"` in a sources file). TCP by default, as most NVRs and
+# go2rtc do: a lost UDP packet is a smeared picture until the next keyframe, and UDP needs the camera to reach
+# the client's ports (no NAT, no firewall); TCP costs a little latency when packets are lost. FFmpeg's own
+# default, UDP first then TCP after a timeout, is what `OPENCV_FFMPEG_CAPTURE_OPTIONS=rtsp_transport;...` used
+# to override for the whole process.
+RTSP_SCHEMES = ("rtsp://", "rtsps://")
+TRANSPORT_KEY = "transport"
+TRANSPORTS = ("tcp", "udp")
+DEFAULT_TRANSPORT = "tcp"
+# OpenCV's FFmpeg backend takes FFmpeg's options from this variable, read by each open and by nothing else (no
+# open parameter carries them in OpenCV 4.12, and FFmpeg's legacy `rtsp://...?tcp` suffix is not honoured by the
+# FFmpeg OpenCV bundles: tried). Each RTSP open sets it for its own duration, under a lock, and puts it back; the
+# lock makes RTSP opens take turns, each at most URL_TIMEOUT_MS, while reading from open streams goes on.
+FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_options_lock = threading.Lock()
+
+
+def rtsp_transport(uri: str) -> tuple[str, str | None]:
+    """(the URI to hand to FFmpeg, the transport it asks for, None when it asks for none). Only an RTSP
+    URI's `transport` query key is the tool's; it is taken out, the rest of the URI is left as written."""
+    if not uri.lower().startswith(RTSP_SCHEMES) or "?" not in uri:
+        return uri, None
+    head, _, rest = uri.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    kept, asked = [], None
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key.lower() == TRANSPORT_KEY:
+            asked = value.lower()
+        elif pair:
+            kept.append(pair)
+    if asked is None:
+        return uri, None
+    if asked not in TRANSPORTS:
+        raise UserError(f"{mask_uri(uri)}: transport {asked!r}: use {' or '.join(TRANSPORTS)}")
+    return head + ("?" + "&".join(kept) if kept else "") + hash_ + fragment, asked
+
+
+def uri_with_transport(uri: str, transport: str, where: str) -> str:
+    """An RTSP URI with `?transport=` set (a sources file's `transport` key), or a one-line error."""
+    if not uri.lower().startswith(RTSP_SCHEMES) or not isinstance(transport, str) or \
+            transport.lower() not in TRANSPORTS:
+        raise UserError(f"{where}: transport {transport!r}: use {' or '.join(map(repr, TRANSPORTS))}, for an "
+                        f"rtsp:// uri")
+    target, asked = rtsp_transport(uri)
+    if asked not in (None, transport.lower()):
+        raise UserError(f"{where}: transport {transport!r}, but its uri asks for {asked!r}; give one")
+    return f"{target}{'&' if '?' in target.partition('#')[0] else '?'}{TRANSPORT_KEY}={transport.lower()}"
+
+
+def with_transport(options: str | None, transport: str | None) -> str:
+    """FFmpeg options (`key;value|key;value`) with the RTSP transport set: the one asked for, else the one
+    the user's own options name, else the default."""
+    pairs = [p for p in (options or "").split("|") if p]
+    named = any(p.partition(";")[0] == "rtsp_transport" for p in pairs)
+    if transport is None and named:
+        return "|".join(pairs)
+    pairs = [p for p in pairs if p.partition(";")[0] != "rtsp_transport"]
+    return "|".join([*pairs, f"rtsp_transport;{transport or DEFAULT_TRANSPORT}"])
+
+
+@contextmanager
+def ffmpeg_options(transport: str | None) -> Iterator[None]:
+    """OpenCV's FFmpeg options set for one open (the RTSP transport), then put back as they were."""
+    with _options_lock:
+        saved = os.environ.get(FFMPEG_OPTIONS)
+        os.environ[FFMPEG_OPTIONS] = with_transport(saved, transport)
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop(FFMPEG_OPTIONS, None)
+            else:
+                os.environ[FFMPEG_OPTIONS] = saved
+
+
+def open_url(uri: str, params: list[int]) -> cv2.VideoCapture:
+    """A stream URL opened with FFmpeg; an RTSP one with its transport."""
+    if not uri.lower().startswith(RTSP_SCHEMES):
+        return cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+    target, transport = rtsp_transport(uri)
+    with ffmpeg_options(transport):
+        return cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+
 
 @dataclass(frozen=True)
 class SourceInfo:
@@ -104,9 +192,14 @@ class Source(Protocol):
 class VideoSource:
     """Anything cv2.VideoCapture opens: camera index, URL or video file."""
 
-    def __init__(self, uri: str, kind: str, capture: cv2.VideoCapture, live: bool) -> None:
+    def __init__(self, uri: str, kind: str, capture: cv2.VideoCapture, live: bool,
+                 read_timeout_s: float | None = None) -> None:
         self._cap = capture
         self._live = live
+        # A read that took the whole read timeout was interrupted: OpenCV's FFmpeg backend then flushes the decoder
+        # and hands over the frame it held back (an H.264 stream's, received before the silence) as if it were new.
+        # Seen on RTSP: a camera silent for 6 s gave a 5 s old frame at the timeout and was never judged stalled.
+        self._read_timeout_s = read_timeout_s
         self._next_index = 0
         self._started = time.perf_counter()
         ok, first = capture.read()
@@ -139,7 +232,10 @@ class VideoSource:
         if self._pending is not None:
             image, self._pending = self._pending, None
         else:
+            asked = time.perf_counter()
             ok, image = self._cap.read()
+            if self._timed_out(asked):
+                ok = False  # the decoder's last frame from before the silence, not a live one
             if not ok or image is None:
                 if self.info.live:
                     raise StreamError(
@@ -154,6 +250,9 @@ class VideoSource:
         fps = self.info.fps
         time_s = index / fps if fps and not self.info.live else now - self._started
         return Frame(index=index, image=image, captured_at=now, time_s=time_s)
+
+    def _timed_out(self, asked: float) -> bool:
+        return self._read_timeout_s is not None and time.perf_counter() - asked >= self._read_timeout_s
 
     def _note_pts(self) -> None:
         # The decoder's own timestamp, kept for judging truncation. The latest is not always the largest
@@ -183,6 +282,8 @@ class VideoSource:
             started = time.perf_counter()
             if not self._cap.grab():
                 break  # the next read() reports the lost stream
+            if self._timed_out(started):
+                break  # a held-back frame from before the silence: the next read() reports the silent stream
             if time.perf_counter() - started >= fresh_after_s:
                 ok, image = self._cap.retrieve()
                 self._pending = image if ok else None
@@ -286,13 +387,13 @@ def open_source(uri: str, read_timeout_ms: int = URL_TIMEOUT_MS, max_image_pixel
         return VideoSource(f"camera:{uri}", "camera", cap, live=True)
     if uri.lower().startswith(URL_SCHEMES):
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, URL_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_timeout_ms]
-        cap = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
         shown = mask_uri(uri)  # the source's name everywhere it is shown or stored: no credentials
+        cap = open_url(uri, params)
         if not cap.isOpened():
             raise UserError(f"cannot open stream {shown}; check the address, credentials and network")
         # A URL with a known frame count is a remote file: read it losslessly like a local one.
         live = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) <= 0
-        return VideoSource(shown, "url", cap, live=live)
+        return VideoSource(shown, "url", cap, live=live, read_timeout_s=read_timeout_ms / 1000 if live else None)
     path = Path(uri)
     if not path.exists():
         raise UserError(f"{uri}: no such file or folder; check the path given to --source")

@@ -12,10 +12,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from stream.errors import UserError
+from stream.media.sources import uri_with_transport
 from stream.redact import mask_uri, remember, secrets_in
 
 PLACEHOLDER = "{stream}"
-SOURCE_KEYS = {"uri", "name", "target_fps"}
+SOURCE_KEYS = {"uri", "name", "target_fps", "transport"}
 # A name becomes part of output paths ({stream}): one path component of safe characters, never `.` or `..`.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 NAME_RULE = "use 1 to 64 letters, digits, '_', '-' or '.' (not '.' or '..')"
@@ -63,7 +64,8 @@ def with_unique_names(specs: list[StreamSpec]) -> list[StreamSpec]:
 
 
 def load_sources_file(path: str) -> list[StreamSpec]:
-    """A TOML file of `[[source]]` tables: `uri` (required), `name`, `target_fps`."""
+    """A TOML file of `[[source]]` tables: `uri` (required), `name`, `target_fps`, `transport` (an RTSP
+    camera's: tcp or udp; kept in the URI as `?transport=`, as given on the command line)."""
     from stream.config import read_toml
 
     data = read_toml(path, "--sources")
@@ -83,6 +85,8 @@ def load_sources_file(path: str) -> list[StreamSpec]:
             check_name(name, f"--sources {path}: source {i}")
         if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000):
             raise UserError(f"--sources {path}: source {i} target_fps {fps!r}: use a frame rate above 0")
+        if "transport" in entry:
+            uri = uri_with_transport(uri, entry["transport"], f"--sources {path}: source {i}")
         specs.append(StreamSpec(uri, name or name_from_uri(uri), float(fps) if fps is not None else None))
     return specs
 
