@@ -28,12 +28,12 @@ def test_a_moving_picture_is_healthy_and_a_repeated_one_is_frozen_after_its_wind
     assert set(feed(watch, moving)) == {None}
     still = [jpeg_round_trip(moving[-1])] * 45  # 1.5 s of one frame, decoded alike each time
     states = feed(watch, still, start=3.0)
-    # Frozen once 90 % of the last second's frame pairs are repeats (FROZEN_SHARE): 0.9 to 1 s into the still.
-    assert states[:26] == [None] * 26 and set(states[31:]) == {FROZEN}
-    watch.observe(moving[0], 5.0)
-    assert watch.observe(moving[1], 5.0 + 1 / FPS) is None  # healthy again once two pictures in a row are new
+    # Frozen once 75 % of the last second's frame pairs are repeats (FROZEN_SHARE): 0.75 to 1 s into the still.
+    assert states[:20] == [None] * 20 and set(states[31:]) == {FROZEN}
+    moved = [watch.observe(f, 5.0 + i / FPS) for i, f in enumerate(moving[:6])]
+    assert moved[:4] == [FROZEN] * 4 and moved[5] is None  # moving again: over half of the latest 10 pairs changed
     summary = watch.summary(5.0)
-    assert summary.frozen_episodes == 1 and 0.9 < summary.frozen_s < 1.2 and summary.blank_episodes == 0  # until 5.0
+    assert summary.frozen_episodes == 1 and 1.0 < summary.frozen_s < 1.6 and summary.blank_episodes == 0  # until 5.0
 
 
 def h264_decoded(frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -60,6 +60,7 @@ def h264_decoded(frames: list[np.ndarray]) -> list[np.ndarray]:
 
 def test_a_still_picture_behind_a_rate_controlled_h264_encoder_is_frozen_and_a_moving_one_is_not():
     # The encoder refreshes a still picture at every keyframe (a jump of about 1 level in 255): not motion.
+    # (tests/test_rtsp.py has the same through GStreamer's x264enc and a real RTSP server.)
     views = pan_zoom(photo("coffee"), 640, 480, 60)
     decoded = h264_decoded(views + [views[-1]] * 150)
     watch = HealthWatch(HealthRules(frozen_after_s=2.0, blank_after_s=2.0))
@@ -118,7 +119,8 @@ def test_a_frozen_and_a_blank_camera_are_reported_and_their_labels_flagged(tmp_p
     names = list(report)
     lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     flagged = {name: {r.get("health") for r in lines if r["stream"] == name} for name in names}
-    assert report[names[0]]["health"]["frozen_episodes"] == 1 and FROZEN in flagged[names[0]]
+    seq = "".join("F" if r.get("health") == FROZEN else "." for r in lines if r["stream"] == names[0])
+    assert report[names[0]]["health"]["frozen_episodes"] == 1 and FROZEN in flagged[names[0]], seq
     assert 1.0 < report[names[0]]["health"]["frozen_s"] < 3.0
     assert report[names[1]]["health"]["blank_episodes"] == 1 and BLANK in flagged[names[1]]
     assert report[names[2]]["health"] == {"frozen_s": 0.0, "blank_s": 0.0, "frozen_episodes": 0, "blank_episodes": 0}

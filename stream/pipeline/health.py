@@ -9,7 +9,7 @@ is "the same" as the one before when the mean absolute difference of the samples
 in 255) and no sample moved more than SAME_MAX; blank when the samples' spread is below BLANK_SPREAD. A stream
 is frozen once FROZEN_SHARE of its frame pairs over the last `frozen_after_s` were the same (an encoder's
 keyframe refresh of a still picture is no motion), blank after `blank_after_s` of blank frames (blank wins: a
-frozen black frame is blank). Two changed pairs in a row, or one frame with contrast, make it healthy again.
+frozen black frame is blank). Motion (half of the latest pairs changed), or a frame with contrast, ends it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import numpy as np
 FROZEN, BLANK = "frozen", "blank"
 GRID = (36, 64)  # rows, columns sampled
 SAME_MEAN, SAME_MAX = 0.3, 8  # a decoder's rounding on a re-encoded still frame stays within these
-FROZEN_SHARE = 0.9  # of the window's frame pairs alike (keyframe refreshes of a still picture are the rest)
+FROZEN_SHARE = 0.75  # of the window's frame pairs alike (keyframe refreshes of a still picture are the rest)
+RECENT_PAIRS = 10  # a frozen stream moves again when more than half of its latest pairs changed
 BLANK_SPREAD = 4.0  # standard deviation of the samples, in levels of 255 (a photo at a tenth of its light: ~6)
 
 
@@ -83,20 +84,23 @@ class HealthWatch:
             state = BLANK
         elif self.rules.frozen_after_s > 0 and self._frozen(now):
             state = FROZEN
+        if self.state == FROZEN and state != FROZEN:  # moving again: a whole new window of repeats to freeze again
+            self._pairs.clear()
+            self._compared_since = None
         self._enter(state, now)
         return state
 
     def _frozen(self, now: float) -> bool:
-        """A whole window of repeats, but for an encoder's periodic refresh: a rate-controlled H.264 stream of
-        a still picture changes it at every keyframe (once a second, mean difference up to ~1.2 here), so one
-        changed pair in FROZEN_SHARE's remainder is allowed; two changed pairs in a row end it at once."""
+        """Mostly repeats over a whole window. A rate-controlled H.264 encoder refreshes a still picture at every
+        keyframe: the keyframe and the few frames after it decode up to ~1.3 levels of 255 apart on average (x264
+        through GStreamer, 2 Mbit/s), about one pair in seven; sensor noise changes every pair. Once frozen, it
+        stays so until half the latest pairs change (motion), so a refresh at the window's edge cannot flap it."""
         pairs = self._pairs
         if not pairs or self._compared_since is None or now - self._compared_since < self.rules.frozen_after_s:
             return False
-        if len(pairs) >= 2 and not pairs[-1][1] and not pairs[-2][1]:
-            return False
-        if self.state == FROZEN:  # hysteresis: a refresh at the window's edge must not end and restart it
-            return True
+        if self.state == FROZEN:
+            recent = list(pairs)[-RECENT_PAIRS:]
+            return sum(same for _, same in recent) * 2 > len(recent)
         return sum(same for _, same in pairs) >= FROZEN_SHARE * len(pairs)
 
     def _enter(self, state: str | None, now: float) -> None:
