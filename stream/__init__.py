@@ -7,3 +7,7 @@ import os
 # cv2 is first imported; set these variables yourself to see them again.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+# OpenCV serialises every FFmpeg open behind one process-wide lock, so a dead camera's open (up to its 10 s
+# timeout) would hold up every other: a stream added beside it, another stream's reconnect. FFmpeg itself has
+# been thread-safe since 4.0 (the wheels bundle a recent one): let opens run side by side.
+os.environ.setdefault("OPENCV_FFMPEG_IS_THREAD_SAFE", "1")
