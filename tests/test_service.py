@@ -22,8 +22,10 @@ import pytest
 from stream.media.sample import make_clip
 from stream.media.streams import StreamSpec, load_sources_file, sources_toml
 from stream.web.api import mutations_allowed, openapi_document
+from tests.browser import MISSING, open_chromium
 from tests.cameras import Gate, LoopbackCameras
 from tests.conftest import read_all_frames, run_cli, start_cli
+from tests.test_browser import wait
 
 TOKEN = "s3rvice-t0ken"
 CLOSED = "http://127.0.0.1:9/nothing.mjpg"  # the discard port: nothing listens there, a connect is refused at once
@@ -362,3 +364,37 @@ def test_fuzzing_the_api_finds_no_server_error(services):
     assert len({method for method, _ in tried}) == 3 and all(code < 500 for code in codes)
     assert service.proc.poll() is None
     assert service.stop()[0] == 143
+
+
+# ---- the page's controls, in a real browser
+
+@pytest.mark.slow
+@pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+def test_a_stream_added_on_the_page_appears_live_and_goes_when_removed(services, cameras, tmp_path):
+    pytest.importorskip("selenium")
+    service = services()
+    browser = open_chromium(tmp_path / "profile")
+    try:
+        browser.get(f"{service.url}?token={TOKEN}")  # the page passes its token on to every call
+        form = browser.find_element("css selector", "form#add")
+        form.find_element("name", "uri").send_keys(cameras.url(0))
+        form.find_element("name", "name").send_keys("porch")
+        form.find_element("css selector", "button[type=submit]").click()
+        tile = wait(lambda: next(iter(browser.find_elements("css selector", 'section.tile[data-stream="porch"]')),
+                                 None))
+        image = tile.find_element("css selector", "img")
+        wait(lambda: browser.execute_script("return arguments[0].naturalWidth", image) > 0)
+        first = image.screenshot_as_png
+        wait(lambda: image.screenshot_as_png != first)  # live
+        assert "porch" in service.streams()
+        tile.find_element("css selector", "button.remove").click()
+        wait(lambda: not browser.find_elements("css selector", 'section.tile[data-stream="porch"]'))
+        assert service.streams() == {}
+        assert "porch removed" in browser.find_element("id", "message").text
+        # A refusal is shown on the page as the server's one line.
+        form.find_element("name", "uri").send_keys(CLOSED)
+        form.find_element("css selector", "button[type=submit]").click()
+        wait(lambda: "HTTP 422" in browser.find_element("id", "message").text)
+        assert not browser.find_elements("css selector", "section.tile")
+    finally:
+        browser.quit()
