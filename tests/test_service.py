@@ -248,13 +248,15 @@ def test_200_add_remove_cycles_leave_threads_descriptors_and_memory_flat(service
             service.wait(lambda: service.shown("visitor") >= 1, what="the visitor's first frame")
         status, doc = service.remove("visitor")
         assert status == 200, (cycle, doc)
+        status, doc = service.add(CLOSED, "visitor")  # a camera that is down: refused, nothing left behind
+        assert status == 422, (cycle, doc)
         if cycle in (19, 199):
             time.sleep(1.0)  # the last capture thread's read returns and it ends
             samples[cycle + 1] = _figures(process)
     elapsed = time.monotonic() - started
     (threads0, fds0, rss0), (threads1, fds1, rss1) = samples[20], samples[200]
-    print(f"\n200 add/remove cycles in {elapsed:.0f} s; after 20: {threads0} threads, {fds0} fds, {rss0:.0f} MB RSS; "
-          f"after 200: {threads1} threads, {fds1} fds, {rss1:.0f} MB RSS")
+    print(f"\n200 add/remove cycles (and 200 refused adds) in {elapsed:.0f} s; after 20: {threads0} threads, "
+          f"{fds0} fds, {rss0:.0f} MB RSS; after 200: {threads1} threads, {fds1} fds, {rss1:.0f} MB RSS")
     assert elapsed < 240
     assert threads1 == threads0
     assert fds1 <= fds0 + 2
@@ -325,6 +327,25 @@ def test_the_openapi_document_is_valid():
     ("0.0.0.0", "t", True), ("192.0.2.1", "t", True)])
 def test_changes_beyond_loopback_need_a_token(host, token, allowed):
     assert mutations_allowed(host, token) is allowed
+
+
+class FakeControl:
+    def streams(self):
+        return [{"name": "gate", "uri": "rtsp://***:***@10.0.0.7/s1", "target_fps": 15.0}]
+
+
+def test_served_widely_without_a_token_streams_appear_by_name_only():
+    from stream.web.api import StreamsApi
+
+    for host, token, shown in (("0.0.0.0", None, None), ("0.0.0.0", "t", "rtsp://***:***@10.0.0.7/s1"),
+                               ("127.0.0.1", None, "rtsp://***:***@10.0.0.7/s1")):
+        api = StreamsApi(lambda: None, lambda: [], host, token)
+        api.control = FakeControl()
+        try:
+            [status] = api._statuses()
+        finally:
+            api.close()
+        assert status["name"] == "gate" and status["state"] == "starting" and status["uri"] == shown
 
 
 @pytest.mark.slow

@@ -13,6 +13,9 @@ from stream.session.records import StreamSlot
 
 
 class Changes(Protocol):  # stream.session.orchestrator.Run
+    specs: list[StreamSpec]  # the streams given at start
+    session: object | None  # None while the model loads
+
     def present(self) -> list[StreamSlot]: ...
 
     def leaving(self, slot: StreamSlot) -> bool: ...
@@ -27,6 +30,9 @@ class ServiceControl:
         self.run = run
 
     def streams(self) -> list[dict]:
+        if self.run.session is None:  # the model is loading: the streams given at start, not opened yet
+            return [{"name": s.name, "uri": mask_uri(s.uri), "target_fps": s.target_fps, "state": "starting"}
+                    for s in self.run.specs]
         return [{**about(slot), "state": "removing"} if self.run.leaving(slot) else about(slot)
                 for slot in self.run.present()]
 

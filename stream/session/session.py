@@ -103,8 +103,9 @@ class Session:
             slot = self._slot(name)
             removal = self._removals.get(slot.id)
             if removal is None:
+                finalised = self.engine.remove(slot.id)
                 removal = self._removals[slot.id] = Future()
-                self.engine.remove(slot.id).add_done_callback(lambda done: self._gone_now(slot, done, removal))
+                finalised.add_done_callback(lambda done: self._gone_now(slot, done, removal))
             return removal
 
         return self._call(start_removal)
@@ -112,6 +113,8 @@ class Session:
     def _gone_now(self, slot: StreamSlot, done: Future, removal: Future) -> None:
         try:
             self.on_gone(slot.name)
+            if threading.current_thread() is self._loop_thread:  # viewers see it gone once the caller is told
+                self._refresh(force=True)
         finally:
             self._gone.add(slot.id)
             self._removals.pop(slot.id, None)

@@ -35,6 +35,7 @@ from stream.web.status import no_row, stream_status
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_URI_CHARS = 2048
+MAX_NAME_CHARS = 64  # stream.media.streams.NAME_PATTERN
 MAX_FPS = 1000.0
 API_WORKERS = 4  # adds and removals in progress at once; more wait their turn
 FIELDS = {"uri", "name", "target_fps"}
@@ -137,7 +138,8 @@ class StreamsApi:
             name = about["name"]
             state = about.get("state")
             row = no_row(name, state) if state else rows.get(name, no_row(name))
-            out.append({**row, "uri": about["uri"], "target_fps": about["target_fps"]})
+            # Served widely without a token, streams appear by name only: a URI names hosts and paths.
+            out.append({**row, "uri": about["uri"] if self.can_change else None, "target_fps": about["target_fps"]})
         return out
 
     async def openapi(self, request: web.Request) -> web.Response:
@@ -169,7 +171,11 @@ class StreamsApi:
     async def _blocking(self, call, *args):
         """`call` in the API's threads; the run's one-line errors become HTTP answers."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, call, *args)
+            pending = asyncio.get_running_loop().run_in_executor(self._pool, call, *args)
+        except RuntimeError:  # the pool was shut down: the server is stopping with the run
+            raise _error(web.HTTPServiceUnavailable, "the run is ending") from None
+        try:
+            return await pending
         except Invalid as exc:
             raise _error(web.HTTPBadRequest, str(exc)) from None
         except NameTaken as exc:
@@ -180,8 +186,6 @@ class StreamsApi:
             raise _error(web.HTTPServiceUnavailable, str(exc), **{"Retry-After": "5"}) from None
         except UserError as exc:
             raise _error(web.HTTPUnprocessableEntity, str(exc)) from None
-        except RuntimeError as exc:  # the pool shut down under the request: the server is stopping
-            raise _error(web.HTTPServiceUnavailable, f"the server is stopping ({exc})") from None
 
     async def add(self, request: web.Request) -> web.Response:
         control = self._may_change(request, body=True)
@@ -194,6 +198,8 @@ class StreamsApi:
     async def remove(self, request: web.Request) -> web.Response:
         control = self._may_change(request, body=False)
         name = request.match_info["name"]
+        if len(name) > MAX_NAME_CHARS:
+            raise _error(web.HTTPNotFound, f"no stream named {_shown(name)}")
         outputs = await self._blocking(control.remove, name)
         return web.json_response({"name": name, "outputs": outputs})
 
@@ -312,7 +318,9 @@ def openapi_document() -> dict:
                     "type": "object", "required": ["name", "uri", "state"],
                     "properties": {
                         "name": {"type": "string"},
-                        "uri": {"type": "string", "nullable": True, "description": "credentials masked"},
+                        "uri": {"type": "string", "nullable": True,
+                                "description": "credentials masked; null on a server beyond loopback without a "
+                                               "token, where streams appear by name only"},
                         "target_fps": NULLABLE_NUMBER,
                         "state": {"type": "string", "description": "starting, connecting, running, reconnecting, "
                                                                    "stalled, ended, failed, removing"},
