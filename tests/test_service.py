@@ -174,6 +174,7 @@ def test_a_service_started_with_no_stream_takes_cameras_and_lets_them_go(service
         status, doc = service.call("POST", "api/streams", body)
         assert status == code and doc["error"], (body, status, doc)
     assert service.call("POST", "api/streams", b"not json")[0] == 400
+    assert service.call("POST", "api/streams", b'{"uri": "' + b"x" * 20000 + b'"}')[0] == 413
     assert service.call("POST", "api/streams", {"uri": str(walk_clip)}, token=False)[0] == 401
     assert service.call("DELETE", "api/streams/door", token=False)[0] == 401
     assert service.call("POST", "api/streams", {"uri": str(walk_clip)}, headers={"Host": "evil.example"})[0] == 403
