@@ -26,7 +26,7 @@ from stream.media.streams import StreamSpec, sources_toml, stream_specs
 from stream.observe.runinfo import RunInfo
 from stream.outputs.kinds import Outputs
 from stream.outputs.staged import write_text
-from stream.redact import remember, scrub, secrets_in
+from stream.redact import mask_uri, remember, scrub, secrets_in
 from stream.session.launch import Launched, Launcher, launch_local, open_stream
 from stream.session.plan import RunPlan, buffer_left, plan_run, plan_stream
 from stream.session.records import RunOutcome, StreamSlot
@@ -243,7 +243,8 @@ class Run:
         try:
             source = open_stream(spec.uri, max_image_pixels=self.cfg.max_image_pixels)
         except (OSError, ValueError) as exc:  # a name too long for the file system, a path it cannot read
-            raise UserError(f"{spec.uri}: cannot be opened ({getattr(exc, 'strerror', None) or exc})") from None
+            why = getattr(exc, "strerror", None) or exc
+            raise UserError(f"{mask_uri(spec.uri)}: cannot be opened ({why})") from None
         try:
             with self._changes:  # one plan at a time: the buffers of streams joining together share the bound
                 left = buffer_left(self.cfg, [(s.plan, s.info) for s in session.present()])
