@@ -214,6 +214,29 @@ def test_keep_running_stays_up_when_its_streams_end_and_ends_only_on_a_signal(se
     assert json.loads((tmp_path / "report.json").read_text())["status"] == "interrupted"
 
 
+@pytest.mark.slow
+def test_a_stop_while_a_dead_camera_is_being_added_ends_well_within_a_supervisors_grace(services, cameras, tmp_path):
+    """The add blocks for the 10 s open timeout in a thread of its own, which must not hold the process's exit."""
+    service = services("--output", str(tmp_path / "{stream}.mp4"), token=None)
+    assert service.add(cameras.url(0), "steady")[0] == 201
+    service.wait(lambda: service.shown("steady") >= 10, what="the steady camera's frames")
+    gate = Gate(cameras.server.server_address[1])
+    gate.hang()
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(service.call, "POST", "api/streams", {"uri": gate.url("cam0.mjpg"), "name": "dead"})
+        service.wait(lambda: gate.hung_connections == 1, timeout=5, what="the dead camera's connection")
+        asked = time.monotonic()
+        code, out, err = service.stop(signal.SIGTERM)
+        took = time.monotonic() - asked
+        with pytest.raises(OSError):  # the server closed with the run, before the add could be answered
+            pending.result()
+    gate.close()
+    assert code == 143 and took < 5, (code, took, err)
+    assert "Traceback" not in err
+    written = json.loads((tmp_path / "report.json").read_text())["frames"]["written"]  # one stream: the run's
+    assert len(read_all_frames(tmp_path / "steady.mp4")) == written >= 10
+
+
 # ---- 200 cameras come and go
 
 def _figures(proc: psutil.Process) -> tuple[int, int, float]:
@@ -224,9 +247,9 @@ def _figures(proc: psutil.Process) -> tuple[int, int, float]:
 def test_200_add_remove_cycles_leave_threads_descriptors_and_memory_flat(services, cameras, tmp_path):
     service = services("--predictions", str(tmp_path / "all.jsonl"), token=None)
     assert service.add(cameras.url(0), "steady")[0] == 201
-    # Four cameras whose network died (accepted, never answered) block their adds for the 10 s open timeout: in
-    # the API's own threads (all of them, so the figures below start with the pool full), not the server's loop
-    # nor the run's: the service answers at once and the steady camera runs on.
+    # Four cameras whose network died (accepted, never answered) block their adds for the 10 s open timeout, side
+    # by side, in threads of their own: not on the server's loop nor the run's, so the service answers at once and
+    # the steady camera runs on.
     gate = Gate(cameras.server.server_address[1])
     gate.hang()
     with ThreadPoolExecutor(4) as pool:

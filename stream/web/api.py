@@ -5,7 +5,7 @@
 finalised, with their summaries), `GET /api/openapi.json` (this API, described by `openapi_document`).
 
 The web layer imports no session: the run hands the server a `StreamControl`, whose calls block (opening a
-source takes up to 10 s for a dead URL) and so run in this module's own threads, never on the event loop nor
+source takes up to 10 s for a dead URL) and so run in threads of their own, never on the event loop nor
 on the run's loop. Errors are one line in `{"error": ...}`: 400 a malformed request (an unsafe name too),
 404 an unknown stream, 409 a name already taken, 415 a body that is not JSON, 422 a stream that cannot join
 (its source does not open, its output clashes), 503 a run that takes no change now (its model loading, or
@@ -22,8 +22,8 @@ import ipaddress
 import json
 import logging
 import math
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from aiohttp import web
@@ -111,7 +111,8 @@ class StreamsApi:
         self.snapshot, self.names = snapshot, names
         self.control: StreamControl | None = None
         self.can_change = mutations_allowed(bound_host, token)
-        self._pool = ThreadPoolExecutor(max_workers=API_WORKERS, thread_name_prefix="web-api")
+        self._busy = asyncio.Semaphore(API_WORKERS)
+        self._closed = False
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/openapi.json", self.openapi)
@@ -121,7 +122,7 @@ class StreamsApi:
         app.router.add_delete("/api/streams/{name}", self.remove)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._closed = True
 
     # ---- reading
 
@@ -170,12 +171,10 @@ class StreamsApi:
 
     async def _blocking(self, call, *args):
         """`call` in the API's threads; the run's one-line errors become HTTP answers."""
+        if self._closed:
+            raise _error(web.HTTPServiceUnavailable, "the run is ending")
         try:
-            pending = asyncio.get_running_loop().run_in_executor(self._pool, call, *args)
-        except RuntimeError:  # the pool was shut down: the server is stopping with the run
-            raise _error(web.HTTPServiceUnavailable, "the run is ending") from None
-        try:
-            return await pending
+            return await self._in_thread(call, *args)
         except Invalid as exc:
             raise _error(web.HTTPBadRequest, str(exc)) from None
         except NameTaken as exc:
@@ -186,6 +185,32 @@ class StreamsApi:
             raise _error(web.HTTPServiceUnavailable, str(exc), **{"Retry-After": "5"}) from None
         except UserError as exc:
             raise _error(web.HTTPUnprocessableEntity, str(exc)) from None
+
+    async def _in_thread(self, call, *args):
+        """`call(*args)` in a daemon thread of its own, at most API_WORKERS at once. Not a pool: its threads are
+        joined at the interpreter's exit, and a dead camera still opening (10 s) would hold the process past a
+        supervisor's grace after the run has ended. A request whose client hangs up keeps its place until its call
+        returns."""
+        loop = asyncio.get_running_loop()
+        await self._busy.acquire()
+        done = loop.create_future()
+        done.add_done_callback(lambda _: self._busy.release())
+
+        def work() -> None:
+            try:
+                outcome = (True, call(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the request
+                outcome = (False, exc)
+            try:
+                loop.call_soon_threadsafe(_settle, done, outcome)
+            except RuntimeError:  # the server's loop has closed: the run is over, nobody waits
+                pass
+
+        threading.Thread(target=work, name="web-api", daemon=True).start()
+        ok, value = await asyncio.shield(done)
+        if not ok:
+            raise value
+        return value
 
     async def add(self, request: web.Request) -> web.Response:
         control = self._may_change(request, body=True)
@@ -202,6 +227,11 @@ class StreamsApi:
             raise _error(web.HTTPNotFound, f"no stream named {_shown(name)}")
         outputs = await self._blocking(control.remove, name)
         return web.json_response({"name": name, "outputs": outputs})
+
+
+def _settle(done: asyncio.Future, outcome: tuple) -> None:
+    if not done.done():
+        done.set_result(outcome)
 
 
 async def _body(request: web.Request) -> bytes:
