@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-running", action="store_true",
                    help="stay up with no stream at all, until Ctrl-C or SIGTERM (a service waiting for cameras); "
                         "without it the run ends when its last stream does")
+    p.add_argument("--persist", action="store_true",
+                   help="rewrite the --sources file after each stream added or removed over the REST API, so a "
+                        "restart finds the same cameras")
     p.add_argument("--engine", choices=ENGINES,
                    help="local (default): threads in this process; ray: the classifier as Ray Serve replicas "
                         "batching every stream's frames, each stream an actor (see README, Scaling out)")

@@ -69,6 +69,7 @@ class Config(BackendSettings):  # the backend's settings first: device, precisio
     replica_cpus: float = 1.0  # CPUs Ray reserves for each replica
     replica_gpus: float = 0.0  # GPUs for each replica (1 for TensorRT/CUDA)
     keep_running: bool = False  # a service: up with no stream at all, until SIGINT/SIGTERM; streams join and leave
+    persist: bool = False  # rewrite --sources after each stream added or removed (the REST API), for a restart
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(Config)}
@@ -177,6 +178,8 @@ def validate(cfg: Config) -> None:
 
         parse_serve(cfg.serve)
     _validate_engine(cfg, bad)
+    if cfg.persist and not cfg.sources:
+        raise UserError("--persist needs --sources FILE: the file it keeps listing the streams added and removed")
     if cfg.serve_allow_host is not None and cfg.serve is None:
         raise UserError("--serve-allow-host needs --serve")
     if cfg.serve_token is not None and (cfg.serve is None or not cfg.serve_token.strip()):

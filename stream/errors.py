@@ -15,3 +15,19 @@ class StreamError(UserError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread by the CLI's handler and handled like Ctrl-C."""
+
+
+class Invalid(UserError):
+    """A value the user gave that can never be right, whatever the run's state (the REST API answers 400)."""
+
+
+class NameTaken(UserError):
+    """A stream name already in the run (the REST API answers 409)."""
+
+
+class NoSuchStream(UserError):
+    """No stream of that name in the run (404)."""
+
+
+class NotReady(UserError):
+    """The run takes no change now: its model is still loading, or it has ended (503)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from stream.errors import UserError
+from stream.errors import Invalid, UserError
 from stream.media.sources import uri_with_transport
 from stream.redact import mask_uri, remember, secrets_in
 
@@ -25,7 +25,7 @@ NAME_RULE = "use 1 to 64 letters, digits, '_', '-' or '.' (not '.' or '..')"
 def check_name(name: object, where: str) -> str:
     """A stream name given by the user, or a one-line error saying what is allowed."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
-        raise UserError(f"{where}: stream name {name!r}: {NAME_RULE}")
+        raise Invalid(f"{where}: stream name {name!r}: {NAME_RULE}")
     return name
 
 
@@ -63,12 +63,15 @@ def with_unique_names(specs: list[StreamSpec]) -> list[StreamSpec]:
     return out
 
 
-def load_sources_file(path: str) -> list[StreamSpec]:
+def load_sources_file(path: str, allow_empty: bool = False) -> list[StreamSpec]:
     """A TOML file of `[[source]]` tables: `uri` (required), `name`, `target_fps`, `transport` (an RTSP
-    camera's: tcp or udp; kept in the URI as `?transport=`, as given on the command line)."""
+    camera's: tcp or udp; kept in the URI as `?transport=`, as given on the command line). `allow_empty`: a
+    service's file may hold none (every camera was removed)."""
     from stream.config import read_toml
 
     data = read_toml(path, "--sources")
+    if allow_empty and not data:
+        return []
     entries = data.get("source")
     if not isinstance(entries, list) or not entries or set(data) != {"source"}:
         raise UserError(f"--sources {path}: expected one or more [[source]] tables with a uri each")
@@ -91,10 +94,29 @@ def load_sources_file(path: str) -> list[StreamSpec]:
     return specs
 
 
-def stream_specs(sources: list[str], sources_file: str | None) -> list[StreamSpec]:
+def sources_toml(specs: list[StreamSpec]) -> str:
+    """A sources file holding these streams, names included: `load_sources_file` reads the same specs back."""
+    lines = ["# The streams of a service run with --persist: rewritten whole each time a stream is added or removed.",
+             "# Comments and layout are not kept.", ""]
+    for spec in specs:
+        lines += ["[[source]]", f"uri = {_toml_string(spec.uri)}", f"name = {_toml_string(spec.name)}"]
+        if spec.target_fps is not None:
+            lines.append(f"target_fps = {spec.target_fps!r}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's, but for DEL, which TOML wants escaped too."""
+    import json
+
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def stream_specs(sources: list[str], sources_file: str | None, allow_empty: bool = False) -> list[StreamSpec]:
     specs = [StreamSpec(uri, name_from_uri(uri)) for uri in sources]
     if sources_file:
-        specs += load_sources_file(sources_file)
+        specs += load_sources_file(sources_file, allow_empty)
     for spec in specs:  # from here on no error line, log record or report can show them
         for secret in secrets_in(spec.uri):
             remember(secret)

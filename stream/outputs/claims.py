@@ -43,12 +43,22 @@ class Claims:
         for path, claim in outputs:
             _note(seen, path, claim)
 
-    def record(self, inputs: list[tuple[str, str]], outputs: list[tuple[str, Claim]]) -> None:
+    def record(self, inputs: list[tuple[str, str]], outputs: list[tuple[str, Claim]]) -> list[tuple]:
+        """Checked, then recorded; returns the files newly claimed (for `release`)."""
         self.check(inputs, outputs)
-        for path, owner in inputs:
-            self.by_file.setdefault(_identity(path), (path, Claim("--source", owner)))
-        for path, claim in outputs:
-            self.by_file.setdefault(_identity(path), (path, claim))
+        claims = [(path, Claim("--source", owner)) for path, owner in inputs] + list(outputs)
+        added = []
+        for path, claim in claims:
+            key = _identity(path)
+            if key not in self.by_file:
+                self.by_file[key] = (path, claim)
+                added.append(key)
+        return added
+
+    def release(self, keys: list[tuple]) -> None:
+        """Forget what `record` claimed for a stream that did not join after all."""
+        for key in keys:
+            self.by_file.pop(key, None)
 
 
 def _note(seen: dict, path: str, claim: Claim) -> None:

@@ -84,10 +84,10 @@ class Outputs:
                 found.append((kind, target))
         return found
 
-    def check(self, specs: list[StreamSpec], run_files: list[tuple[str, str | None]] = ()) -> None:
+    def check(self, specs: list[StreamSpec], run_files: list[tuple[str, str | None]] = ()) -> list[tuple]:
         """Before anything is opened: no output on an input or on another output (`run_files`: the run's own, as
         (flag, path)), and every target writable; one line naming the flag otherwise (a flag's streams one after
-        another, the flags in registration order)."""
+        another, the flags in registration order). Returns what it claimed, for `release`."""
         names = [s.name for s in specs]
         found = [(name, pair) for name in names for pair in self.targets(name, len(names))]
         inputs = [(path, s.name) for s in specs for path in input_files(s.uri)]
@@ -96,7 +96,11 @@ class Outputs:
         self.claims.check(inputs, outputs)
         for _, (kind, target) in sorted(found, key=lambda pair: KINDS.index(pair[1][0])):
             kind.check(target, kind.flag)
-        self.claims.record(inputs, outputs)
+        return self.claims.record(inputs, outputs)
+
+    def release(self, claimed: list[tuple]) -> None:
+        """A stream that did not join after all: its files are free again."""
+        self.claims.release(claimed)
 
     def open(self, name: str, info: SourceInfo, streams: int) -> list[Sink]:
         """One stream's sinks; anything opened is closed again if a later one fails."""

@@ -38,9 +38,15 @@ class Staged:
             os.replace(self.write_path, self.final)
 
 
-def write_json(data: dict, path: str) -> None:
+def write_text(text: str, path: str) -> None:
+    """`path` holds `text`, or (if the write fails) what it held before: written beside it, on disk, then renamed."""
     staged = Staged(path)
     with open(staged.write_path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     staged.commit()
+
+
+def write_json(data: dict, path: str) -> None:
+    write_text(json.dumps(data, indent=2) + "\n", path)

@@ -8,22 +8,25 @@
   the web preview;
 - conclude: outcome → report → warnings → exit status, by the same rules for both engines.
 
-Streams can join (`add_stream`) and leave (`remove_stream`) while the run goes on, by the same checks.
+Streams can join (`add_stream`) and leave (`remove_stream`) while the run goes on, by the same checks; under
+`--serve` the REST API calls them (stream.session.service), and `--persist` keeps the sources file listing them.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
-from concurrent.futures import Future
 
 from stream.config import Config
-from stream.errors import UserError
+from stream.errors import NameTaken, NotReady, UserError
 from stream.media.sources import Source
-from stream.media.streams import StreamSpec, stream_specs
+from stream.media.streams import StreamSpec, sources_toml, stream_specs
 from stream.observe.runinfo import RunInfo
 from stream.outputs.kinds import Outputs
-from stream.redact import scrub
+from stream.outputs.staged import write_text
+from stream.redact import mask_uri, remember, scrub, secrets_in
 from stream.session.launch import Launched, Launcher, launch_local, open_stream
 from stream.session.plan import RunPlan, buffer_left, plan_run, plan_stream
 from stream.session.records import RunOutcome, StreamSlot
@@ -31,6 +34,7 @@ from stream.session.report import LoadTimes, build_report, summary, write_report
 from stream.session.session import Session
 
 EXIT_INCOMPLETE = 4
+REMOVE_TIMEOUT_S = 30.0  # a removal waits this long for its stream's last frames and finalised outputs
 
 
 def run_streams(cfg: Config, process_start: float, interrupts=None, launcher: Launcher = launch_local) -> int:
@@ -49,6 +53,9 @@ class Run:
         self.session: Session | None = None
         self.plan: RunPlan | None = None
         self.backend_choice = None  # stream.backends.BackendChoice under --backend auto
+        self._changes = threading.Lock()  # streams joining and leaving, the sources file rewritten
+        self._joining: set[str] = set()  # names held by streams whose source is being opened
+        self._unlisted: set[int] = set()  # streams given with --source: --persist keeps them out of the sources file
 
     # ---- prepare
 
@@ -57,7 +64,9 @@ class Run:
         from stream.outputs.sinks import WindowSink, display_available
 
         cfg = self.cfg
-        self.specs = stream_specs(list(cfg.source), cfg.sources)
+        self.specs = stream_specs(list(cfg.source), cfg.sources, allow_empty=cfg.keep_running)
+        if cfg.persist:
+            check_persistable(cfg.sources)
         if not self.specs and not cfg.keep_running:
             from stream.media.sample import sample_clip
 
@@ -125,6 +134,9 @@ class Run:
         self.server = PreviewServer(address, [s.name for s in self.specs], cfg.serve_token, cfg.serve_allow_host)
         self.server.start()
         self.outputs.settings = {**self.outputs.settings, "serve": self.server}
+        from stream.session.service import ServiceControl
+
+        self.server.control = ServiceControl(self)  # refuses changes (503) until the run's loop is under way
         print(f"serving {self.server.url} (live preview, /api/status, /metrics)", flush=True)
 
     # ---- run
@@ -152,6 +164,8 @@ class Run:
                             plan.batching.size, plan.streams[0].policy if plan.streams else "latest", cfg.resize,
                             model.preprocess.interpolation, cfg.engine)
         session = Session(plan.batching.size, self._ui(), launched.device_peak_mb, cfg.keep_running)
+        if self.server is not None:
+            session.on_gone = self.server.forget_stream
         self.session = session
         try:
             session.engine = launched.engine(session.totals, self.outputs)
@@ -159,7 +173,9 @@ class Run:
             sources, self.sources = self.sources, []
             for i, (spec, stream_plan) in enumerate(zip(self.specs, plan.streams, strict=True)):
                 try:
-                    session.add(spec, sources[i].info, stream_plan, launched.owned(sources[i]))
+                    slot = session.add(spec, sources[i].info, stream_plan, launched.owned(sources[i]))
+                    if i < len(cfg.source):
+                        self._unlisted.add(slot.id)
                 except BaseException:
                     self.sources = sources[i + 1:]
                     raise
@@ -184,26 +200,97 @@ class Run:
 
     # ---- streams that join and leave
 
-    def add_stream(self, spec: StreamSpec) -> StreamSlot:
-        """A stream joins the run in progress, by the checks a stream given at start passes."""
-        if self.session is None:
-            raise UserError("the run has not started; give the stream with --source")
-        self.outputs.check([spec])
-        source = open_stream(spec.uri, max_image_pixels=self.cfg.max_image_pixels)
+    def present(self) -> list[StreamSlot]:
+        return self.session.present() if self.session is not None else []
+
+    def leaving(self, slot: StreamSlot) -> bool:
+        return self.session is not None and self.session.leaving(slot)
+
+    def add_stream(self, spec: StreamSpec, rename: bool = False) -> StreamSlot:
+        """A stream joins the run in progress, by the checks a stream given at start passes (from any thread but
+        the run's own; it blocks while its source opens, up to 10 s for a dead URL). Its name is held from the
+        start, so a second request for it is refused at once; `rename`: take the first free of NAME-2, NAME-3,
+        ... instead (a name made from the URI). A stream that cannot join leaves nothing behind."""
+        session = self._running()
+        with self._changes:
+            spec = self._hold_name(spec, rename)
         try:
-            left = buffer_left(self.cfg, [(s.plan, s.info) for s in self.session.slots])
-            plan = plan_stream(self.cfg, spec, source.info, left)
-            if plan.note:
-                print(f"note: {plan.note}", file=sys.stderr)
-            return self.session.add(spec, source.info, plan, self._launched.owned(source))
+            for secret in secrets_in(spec.uri):
+                remember(secret)
+            with self._changes:
+                claimed = self.outputs.check([spec])
+            try:
+                slot = self._join(session, spec)
+            except BaseException:
+                with self._changes:
+                    self.outputs.release(claimed)
+                raise
+        finally:
+            with self._changes:
+                self._joining.discard(spec.name)
+        self._persist()
+        return slot
+
+    def _hold_name(self, spec: StreamSpec, rename: bool) -> StreamSpec:
+        taken = self._joining | {s.name for s in self.present()}
+        name, n = spec.name, 1
+        while rename and name in taken:
+            n += 1
+            name = f"{spec.name[:60]}-{n}"
+        if name in taken:
+            raise NameTaken(f"a stream named {name!r} is already in this run; give another name")
+        self._joining.add(name)
+        return StreamSpec(spec.uri, name, spec.target_fps)
+
+    def _join(self, session: Session, spec: StreamSpec) -> StreamSlot:
+        try:
+            source = open_stream(spec.uri, max_image_pixels=self.cfg.max_image_pixels)
+        except (OSError, ValueError) as exc:  # a name too long for the file system, a path it cannot read
+            why = getattr(exc, "strerror", None) or exc
+            raise UserError(f"{mask_uri(spec.uri)}: cannot be opened ({why})") from None
+        try:
+            with self._changes:  # one plan at a time: the buffers of streams joining together share the bound
+                left = buffer_left(self.cfg, [(s.plan, s.info) for s in session.present()])
+                plan = plan_stream(self.cfg, spec, source.info, left)
+                slot = session.add(spec, source.info, plan, self._launched.owned(source))
         except BaseException:
             source.close()
             raise
+        if plan.note:
+            print(f"note: {plan.note}", file=sys.stderr)
+        return slot
 
-    def remove_stream(self, name: str) -> Future:
-        if self.session is None:
-            raise UserError("the run has not started")
-        return self.session.remove(name)
+    def remove_stream(self, name: str, timeout_s: float = REMOVE_TIMEOUT_S) -> list:
+        """A stream leaves the run; returns its sinks' summaries once its outputs are finalised (from any thread but
+        the run's own). Its report row stays."""
+        removal = self._running().remove(name)
+        try:
+            summaries = removal.result(timeout_s)
+        except TimeoutError:
+            raise NotReady(f"stream {name!r} is still finishing its outputs after {timeout_s:.0f} s; "
+                           "ask again") from None
+        self._persist()
+        return summaries
+
+    def _running(self) -> Session:
+        session = self.session
+        if session is None or not session.running:
+            raise NotReady("the run is not under way (its model is loading, or it has ended); give streams at "
+                           "start with --source or --sources, or retry")
+        return session
+
+    def _persist(self) -> None:
+        """--persist: the sources file lists the streams in the run now (but those given with --source), rewritten
+        whole and atomically. A write that fails is one line: the run goes on."""
+        if not self.cfg.persist:
+            return
+        with self._changes:
+            specs = [s.spec for s in self.present() if s.id not in self._unlisted]
+            try:
+                write_text(sources_toml(specs), self.cfg.sources)
+            except OSError as exc:
+                print(f"warning: --persist: {self.cfg.sources} could not be rewritten ({exc.strerror}); "
+                      "a restart will not find the latest streams", file=sys.stderr)
 
     # ---- conclude
 
@@ -226,6 +313,14 @@ class Run:
         for line in launched.summary_lines(report):
             print(line)
         return exit_status(outcome, report, truncated)
+
+
+def check_persistable(path: str) -> None:
+    """--persist rewrites the sources file beside itself (a temporary file renamed over it)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.access(folder, os.W_OK | os.X_OK) or not os.access(path, os.W_OK):
+        raise UserError(f"--persist: {path} cannot be rewritten (its folder or the file is not writable); "
+                        "give a sources file in a folder this user can write")
 
 
 def check_truncated(cfg: Config, outcome: RunOutcome, report: dict) -> str | None:

@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any, Protocol
 
-from stream.errors import StreamError, Terminated, UserError
+from stream.errors import NameTaken, NoSuchStream, NotReady, StreamError, Terminated
 from stream.interrupts import END_SIGINT, END_SIGTERM, Interrupts
 from stream.media.sources import Source, SourceInfo
 from stream.media.streams import StreamSpec
@@ -80,6 +80,11 @@ class Session:
         self._loop_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._over = False
+        # Streams whose removal has finished (outputs finalised): their names are free again. A stream being
+        # removed still holds its name, so a new stream of that name cannot write to its files meanwhile.
+        self._gone: set[int] = set()
+        self._removals: dict[int, Future] = {}
+        self.on_gone: Callable[[str], None] = lambda name: None  # told before the name is free (the web preview)
 
     # ---- streams
 
@@ -91,29 +96,61 @@ class Session:
 
     def remove(self, name: str) -> Future:
         """Take a stream out of the run; the Future resolves (to its sinks' summaries) once its outputs are
-        finalised. Its report row stays."""
+        finalised and its name is free again. Its report row stays."""
         def start_removal() -> Future:
             if self._over:
-                raise UserError("the run has ended; its streams' outputs are already finalised")
+                raise NotReady("the run has ended; its streams' outputs are already finalised")
             slot = self._slot(name)
-            return self.engine.remove(slot.id)
+            removal = self._removals.get(slot.id)
+            if removal is None:
+                finalised = self.engine.remove(slot.id)
+                removal = self._removals[slot.id] = Future()
+                finalised.add_done_callback(lambda done: self._gone_now(slot, done, removal))
+            return removal
 
         return self._call(start_removal)
+
+    def _gone_now(self, slot: StreamSlot, done: Future, removal: Future) -> None:
+        try:
+            self.on_gone(slot.name)
+            if threading.current_thread() is self._loop_thread:  # viewers see it gone once the caller is told
+                self._refresh(force=True)
+        finally:
+            self._gone.add(slot.id)
+            self._removals.pop(slot.id, None)
+            if done.exception() is not None:
+                removal.set_exception(done.exception())
+            else:
+                removal.set_result(done.result())
+
+    @property
+    def running(self) -> bool:
+        """Its loop is under way: streams can join and leave from any thread."""
+        return self._loop_thread is not None and not self._over
 
     def names(self) -> list[str]:
         return [s.name for s in self.slots]
 
+    def present(self) -> list[StreamSlot]:
+        """The streams in the run now (an ended one too, until it is removed); safe from any thread."""
+        return [s for s in list(self.slots) if s.id not in self._gone]
+
+    def leaving(self, slot: StreamSlot) -> bool:
+        """Its removal has begun and its outputs are not finalised yet."""
+        return slot.id in self._removals
+
     def _slot(self, name: str) -> StreamSlot:
-        for slot in self.slots:
+        for slot in self.present():
             if slot.name == name:
                 return slot
-        raise UserError(f"no stream named {name!r} in this run; streams: {', '.join(self.names()) or 'none'}")
+        names = ", ".join(s.name for s in self.present())
+        raise NoSuchStream(f"no stream named {name!r} in this run; streams: {names or 'none'}")
 
     def _admit(self, spec, info, plan, source, sinks) -> StreamSlot:
         if self._over:
-            raise UserError("the run has ended; no stream can join it")
-        if any(s.name == spec.name for s in self.slots):
-            raise UserError(f"a stream named {spec.name!r} is already in this run; give another name")
+            raise NotReady("the run has ended; no stream can join it")
+        if any(s.name == spec.name for s in self.present()):
+            raise NameTaken(f"a stream named {spec.name!r} is already in this run; give another name")
         stats = StatsCollector(lambda i=self._next_id: self._live(i).queue_fill, plan.buffer,
                                lambda i=self._next_id: sum(self._live(i).drops.values()), self.device_mb, plan.total,
                                Target(plan.target_fps, plan.judge_latency, self.batch, plan.latency_budget_ms))

@@ -37,8 +37,9 @@ class Feed:
         self.viewers -= 1
 
     async def next(self) -> Encoded | None:
-        """The next new frame; None when the server stops. Shielded: one viewer leaving cancels nobody else."""
-        if self._stopping.is_set():
+        """The next new frame; None when the server stops or the stream was removed. Shielded: one viewer leaving
+        cancels nobody else."""
+        if self._stopping.is_set() or self.frame.retired:
             return None
         self._ready += 1
         try:
@@ -50,7 +51,7 @@ class Feed:
         loop = asyncio.get_running_loop()
         sent = 0
         try:
-            while self.viewers > 0 and not self._stopping.is_set():
+            while self.viewers > 0 and not self._stopping.is_set() and not self.frame.retired:
                 # On the loop's clock, so feeds at one rate (different sizes) still tick together.
                 try:
                     await asyncio.wait_for(self._stopping.wait(), self.period_s - loop.time() % self.period_s)
@@ -67,7 +68,7 @@ class Feed:
         finally:
             # Not when the task is destroyed with a loop the server already stopped: no viewer is left to tell, and
             # there is no running loop to tell them on.
-            if self._stopping.is_set() and loop.is_running():
+            if (self._stopping.is_set() or self.frame.retired) and loop.is_running():
                 self._publish(None)
 
     def _publish(self, encoded: Encoded | None) -> None:

@@ -56,6 +56,7 @@ class LatestFrame:
         self._viewers = 0
         self._cache: OrderedDict[int | None, Encoded] = OrderedDict()  # by output height (None: as drawn), LRU
         self.encodes = 0
+        self.retired = False  # its stream left the run: viewers are let go
 
     # The sink side (stream.outputs.sinks.Sink), called by the render loop. `item` (the frame's Classified
     # record) is typed `object`: only the annotated image is kept, and web reads no pipeline type.
@@ -70,7 +71,11 @@ class LatestFrame:
         return PreviewSummary(self.name, self.encodes)
 
     def close(self) -> None:
-        pass  # the last frame stays on show until the server stops
+        pass  # the last frame stays on show until the server stops, or the stream is removed
+
+    def retire(self) -> None:
+        """Its stream was removed from the run: feeds end their viewers' responses at their next tick."""
+        self.retired = True
 
     # The viewer side, called from the server's threads.
     @property

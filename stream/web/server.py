@@ -1,7 +1,8 @@
 """The HTTP server behind `--serve`: aiohttp on its own asyncio loop in a thread.
 
 Routes: `/` (the page), `/stream/{name}.mjpg?fps=&height=` (multipart/x-mixed-replace JPEGs),
-`/api/status` (JSON), `/metrics` (Prometheus text), `/healthz`. The render loop hands over the stats
+`/api/status` (JSON), `/metrics` (Prometheus text), `/healthz`, and the REST API of a service whose streams
+come and go (`/api/streams`, `/api/openapi.json`: stream.web.api). The render loop hands over the stats
 snapshot it makes for the dashboard (`update`) and each stream's annotated frame (its LatestFrame sink);
 requests only read those. A viewer that reads slowly gets fewer frames; one that stops reading is cut
 off after WRITE_TIMEOUT_S, holding at most one frame in this process meanwhile.
@@ -32,6 +33,7 @@ from stream.errors import UserError
 from stream.observe.stats import StatsSnapshot
 from stream.web import guard
 from stream.web.address import ServeAddress
+from stream.web.api import StreamControl, StreamsApi
 from stream.web.feed import Feed, snap_fps
 from stream.web.metrics import SnapshotCollector
 from stream.web.preview import LatestFrame, snap_height
@@ -74,6 +76,7 @@ class PreviewServer:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="preview-jpeg")
         self._stopped = False
         self._feeds: dict[tuple[str, int | None, float], Feed] = {}  # (stream, height, fps): the event loop's own
+        self.api = StreamsApi(lambda: self.snapshot, lambda: list(self.frames), address.host, token)
 
     @property
     def url(self) -> str:
@@ -93,6 +96,23 @@ class PreviewServer:
             self.frames = {**self.frames, name: frame}
         return frame
 
+    def forget_stream(self, name: str) -> None:
+        """A stream removed from the run: its viewers' responses end, its page tile and link go (a stream that
+        only ended keeps its last frame on show)."""
+        frame = self.frames.get(name)
+        if frame is not None:
+            frame.retire()
+            self.frames = {n: f for n, f in self.frames.items() if n != name}
+
+    @property
+    def control(self) -> StreamControl | None:
+        return self.api.control
+
+    @control.setter
+    def control(self, control: StreamControl | None) -> None:
+        """The run's streams, lent once they can change (`/api/streams` answers 503 to changes until then)."""
+        self.api.control = control
+
     def start(self) -> None:
         """Listening when this returns; a one-line error if the address cannot be bound."""
         started = threading.Event()
@@ -103,6 +123,7 @@ class PreviewServer:
         if failure:
             self._thread.join()
             self._pool.shutdown(wait=False)
+            self.api.close()
             exc = failure[0]
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise UserError(f"--serve {self.address.host}:{self.address.port}: cannot listen ({reason}); "
@@ -121,6 +142,7 @@ class PreviewServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(0.3)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.api.close()
 
     # The server thread.
     def _serve(self, started: threading.Event, failure: list[BaseException]) -> None:
@@ -156,6 +178,7 @@ class PreviewServer:
         app.router.add_get("/api/status", self._status)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._health)
+        self.api.routes(app)
         app.on_shutdown.append(self._on_shutdown)
         # handler_cancellation: a viewer that hangs up while its stream has no new frame (the model still
         # loading, a stalled camera) is let go then, not at the next frame.
@@ -211,7 +234,7 @@ class PreviewServer:
         await response.prepare(request)
         key = (frame.name, height, fps)
         feed = self._feeds.get(key)
-        if feed is None:
+        if feed is None or feed.frame is not frame:  # a stream of that name was removed and another joined
             feed = self._feeds[key] = Feed(frame, height, 1 / fps, self._pool, self._stopping)
         frame.watch()
         feed.join()

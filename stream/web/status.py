@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from stream.observe.stats import Percentiles, StatsSnapshot
+from stream.observe.stats import Percentiles, SnapshotRow, StatsSnapshot
 
 
 def _num(value: float | None, digits: int = 2) -> float | None:
@@ -24,6 +24,28 @@ def _top(snap: StatsSnapshot) -> list[dict]:
     return [{"label": t.label, "prob": _num(t.prob, 4)} for t in snap.top]
 
 
+def stream_status(row: SnapshotRow) -> dict:
+    """One stream's row of the snapshot (the page's tile, an entry of /api/streams)."""
+    return {
+        "name": row.name,
+        "state": row.state,
+        "fps": _num(row.snap.fps_10s.pipeline),
+        "latency_ms": {"end_to_end": _latency(row.snap.latency_ms["end_to_end"])},
+        "frames": _frames(row.snap),
+        "drops": dict(row.drops),
+        "reconnects": row.reconnects,
+        "stalls": row.stalls,
+        "last_frame_age_s": _num(row.last_frame_age_s),
+        "top": _top(row.snap),
+    }
+
+
+def no_row(name: str, state: str = "starting") -> dict:
+    """A stream the snapshot has no row for yet (it has just joined, or the model is loading): same keys."""
+    return {"name": name, "state": state, "fps": None, "latency_ms": {"end_to_end": None}, "frames": None,
+            "drops": {}, "reconnects": 0, "stalls": 0, "last_frame_age_s": None, "top": []}
+
+
 def status_document(snap: StatsSnapshot | None, names: list[str]) -> dict:
     """Before the first snapshot (the model still loading) every stream is `starting`."""
     if snap is None:
@@ -41,16 +63,5 @@ def status_document(snap: StatsSnapshot | None, names: list[str]) -> dict:
                       "device_peak": _num(snap.device_mb, 1)},
         "eta_s": _num(snap.eta_s, 1),
         "verdict": None if verdict is None else {"verdict": verdict.verdict, "reason": verdict.reason},
-        "streams": [{
-            "name": row.name,
-            "state": row.state,
-            "fps": _num(row.snap.fps_10s.pipeline),
-            "latency_ms": {"end_to_end": _latency(row.snap.latency_ms["end_to_end"])},
-            "frames": _frames(row.snap),
-            "drops": dict(row.drops),
-            "reconnects": row.reconnects,
-            "stalls": row.stalls,
-            "last_frame_age_s": _num(row.last_frame_age_s),
-            "top": _top(row.snap),
-        } for row in snap.streams],
+        "streams": [stream_status(row) for row in snap.streams],
     }
