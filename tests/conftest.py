@@ -165,3 +165,22 @@ def mjpeg_stream():
     yield f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def server():
+    """A factory of started `--serve` servers on a free loopback port, all stopped after the test."""
+    from stream.web.address import parse_serve
+    from stream.web.server import PreviewServer
+
+    servers = []
+
+    def make(names, token=None, allow_hosts=None):
+        srv = PreviewServer(parse_serve("127.0.0.1:0"), names, token, allow_hosts)
+        srv.start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()

@@ -88,21 +88,6 @@ def pipeline_for(server: PreviewServer, sources: list[PhotoSource]) -> Session:
     return session
 
 
-@pytest.fixture
-def server():
-    servers = []
-
-    def make(names, token=None):
-        srv = PreviewServer(parse_serve("127.0.0.1:0"), names, token)
-        srv.start()
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        srv.stop()
-
-
 def get(url: str, headers=None, method="GET") -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}, method=method),

@@ -21,26 +21,10 @@ from stream.media.sample import pan_zoom, photo
 from stream.media.streams import name_from_uri
 from stream.session.orchestrator import Run
 from stream.web import guard, preview
-from stream.web.address import parse_serve
 from stream.web.server import PreviewServer
 from tests.test_web import get
 
 TOKEN = "s3cret-token-value"
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def make(names, token=None, allow_hosts=None):
-        srv = PreviewServer(parse_serve("127.0.0.1:0"), names, token, allow_hosts)
-        srv.start()
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        srv.stop()
 
 
 def status_with(srv: PreviewServer, path: str, headers: dict, method: str = "GET") -> tuple[int, bytes]:
@@ -86,8 +70,8 @@ def wait_until(predicate, timeout: float = 10, step: float = 0.05):
 # ---- 1. DNS rebinding
 
 @pytest.mark.parametrize("path", ["/", "/api/status", "/metrics", "/stream/a.mjpg", "/healthz"])
-def test_a_request_naming_a_host_not_allowed_is_refused(serve, path):
-    srv = serve(["a"], allow_hosts="Preview.Example, cam-box.lan")
+def test_a_request_naming_a_host_not_allowed_is_refused(server, path):
+    srv = server(["a"], allow_hosts="Preview.Example, cam-box.lan")
     for host in ("evil.example", f"evil.example:{srv.port}", "127.0.0.1.evil.example", "localhost.evil.example",
                  "192.168.1.20", ""):
         status, body = status_with(srv, path, {"Host": host})
@@ -164,9 +148,9 @@ def closed_by_server(socks: list[socket.socket], timeout: float) -> list[float]:
     return closed
 
 
-def test_a_flood_of_idle_and_half_sent_connections_is_closed_while_viewers_and_probes_are_served(serve, monkeypatch):
+def test_a_flood_of_idle_and_half_sent_connections_is_closed_while_viewers_and_probes_are_served(server, monkeypatch):
     monkeypatch.setattr(guard, "IDLE_TIMEOUT_S", 4.0)
-    srv = serve(["a"])
+    srv = server(["a"])
     frame = srv.frames["a"]
     image = pan_zoom(photo("chelsea"), 640, 360, 1)[0]
     stop = threading.Event()
@@ -213,9 +197,9 @@ def test_a_flood_of_idle_and_half_sent_connections_is_closed_while_viewers_and_p
     assert wait_until(lambda: open_fds() <= baseline, timeout=5), (open_fds(), baseline)
 
 
-def test_when_every_connection_is_in_use_a_new_one_is_refused_at_once(serve, monkeypatch):
+def test_when_every_connection_is_in_use_a_new_one_is_refused_at_once(server, monkeypatch):
     monkeypatch.setattr(guard, "MAX_CONNECTIONS", 4)
-    srv = serve(["a"])
+    srv = server(["a"])
     viewers = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(4)]
     try:
         for v in viewers:
@@ -232,8 +216,8 @@ def test_when_every_connection_is_in_use_a_new_one_is_refused_at_once(serve, mon
             v.close()
 
 
-def test_a_viewer_that_hangs_up_before_any_frame_is_let_go_at_once(serve):
-    srv = serve(["a"])
+def test_a_viewer_that_hangs_up_before_any_frame_is_let_go_at_once(server):
+    srv = server(["a"])
     viewer = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
     viewer.sendall(b"GET /stream/a.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert wait_until(lambda: srv.frames["a"].viewers == 1)
@@ -257,8 +241,8 @@ def test_600_heights_keep_a_handful_of_encodings():
     assert preview.snap_height(400) == 360 and preview.snap_height(16) == 90 and preview.snap_height(540) == 540
 
 
-def test_viewers_asking_nearly_the_same_share_feeds(serve):
-    srv = serve(["a"])
+def test_viewers_asking_nearly_the_same_share_feeds(server):
+    srv = server(["a"])
     frame = srv.frames["a"]
     frame.write(None, pan_zoom(photo("chelsea"), 1280, 720, 1)[0])
     viewers = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(40)]
@@ -277,8 +261,8 @@ def test_viewers_asking_nearly_the_same_share_feeds(serve):
 
 # ---- 4. HEAD
 
-def test_head_of_a_stream_answers_headers_only_and_encodes_nothing(serve):
-    srv = serve(["a"])
+def test_head_of_a_stream_answers_headers_only_and_encodes_nothing(server):
+    srv = server(["a"])
     frame = srv.frames["a"]
     image = pan_zoom(photo("chelsea"), 640, 360, 1)[0]
     frame.write(None, image)
@@ -298,8 +282,8 @@ def test_head_of_a_stream_answers_headers_only_and_encodes_nothing(serve):
 
 # ---- 5. The token and malformed requests
 
-def test_any_bearer_bytes_are_a_401_and_the_scheme_is_any_case(serve, caplog, capfd):
-    srv = serve(["a"], token=TOKEN)
+def test_any_bearer_bytes_are_a_401_and_the_scheme_is_any_case(server, caplog, capfd):
+    srv = server(["a"], token=TOKEN)
     caplog.set_level(logging.DEBUG)
     for value in (b"Bearer \xff\xfe", "Bearer é".encode(), b"Bearer \xed\xa0\x80", b"Bearer", b"Basic Zm9vOmJhcg=="):
         reply = raw(srv.port, b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
@@ -318,9 +302,9 @@ def test_any_bearer_bytes_are_a_401_and_the_scheme_is_any_case(serve, caplog, ca
     b"GET /api/status?token=%s&x=\xff HTTP/1.1\r\nHost: 127.0.0.1\r\n",
     b"GET /api/status?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n",
 ], ids=["200 headers", "100 KB header", "20 KB URL", "non-ASCII URL", "garbled header"])
-def test_a_malformed_request_is_a_4xx_and_one_log_line_without_traceback_or_token(serve, request_bytes, caplog,
+def test_a_malformed_request_is_a_4xx_and_one_log_line_without_traceback_or_token(server, request_bytes, caplog,
                                                                                    capfd):
-    srv = serve(["a"], token=TOKEN)
+    srv = server(["a"], token=TOKEN)
     caplog.set_level(logging.DEBUG)
     reply = raw(srv.port, request_bytes.replace(b"%s", TOKEN.encode(), 1) + b"\r\n")
     assert 400 <= status_line(reply) < 500
@@ -335,9 +319,9 @@ def test_a_malformed_request_is_a_4xx_and_one_log_line_without_traceback_or_toke
 
 # ---- 7. Credentials
 
-def test_status_metrics_and_page_show_no_credentials(serve):
+def test_status_metrics_and_page_show_no_credentials(server):
     name = name_from_uri("rtsp://admin:pa55word@cam.example:554/live?token=t0ken-secret")
-    srv = serve([name, "b"])
+    srv = server([name, "b"])
     frame = srv.frames[name]
     frame.write(None, np.zeros((90, 160, 3), np.uint8))
     shown = [get(srv.url + path)[1] for path in ("", "api/status", "metrics", "stream/nobody.mjpg")]
