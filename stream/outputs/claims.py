@@ -44,8 +44,8 @@ class Claims:
             _note(seen, path, claim)
 
     def record(self, inputs: list[tuple[str, str]], outputs: list[tuple[str, Claim]]) -> list[tuple]:
-        """Checked, then recorded; returns the files newly claimed (for `release`)."""
-        self.check(inputs, outputs)
+        """Recorded, once `check` passed (and the targets proved writable); returns the files newly claimed (for
+        `release`)."""
         claims = [(path, Claim("--source", owner)) for path, owner in inputs] + list(outputs)
         added = []
         for path, claim in claims:

@@ -231,15 +231,12 @@ class LocalEngine:
             raise failures[0]
 
     def _close(self) -> None:
+        """The sources, last: their sinks are finalised by then (`_finalise_all`) and their captures joined."""
         if self._closed:
             return
         self._closed = True
-        failures: list[BaseException] = []
         for s in self.streams.values():
-            _finalise(s, failures)
             _release_source(s)
-        if failures:
-            raise failures[0]
 
 
 def _finalise(s: _Stream, failures: list[BaseException]) -> None:
