@@ -34,9 +34,14 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def is_camera_index(uri: str) -> bool:
+    """`0`, `1`, ...: ASCII digits only (str.isdigit() also takes "²", which int() refuses)."""
+    return uri.isascii() and uri.isdigit()
+
+
 def local_path(uri: str) -> Path | None:
     """The file or folder a URI names on this machine; None for a camera index or a stream URL."""
-    if uri.isdigit() or uri.lower().startswith(URL_SCHEMES):
+    if is_camera_index(uri) or uri.lower().startswith(URL_SCHEMES):
         return None
     return Path(uri)
 
@@ -377,7 +382,7 @@ def open_source(uri: str, read_timeout_ms: int = URL_TIMEOUT_MS, max_image_pixel
     """Open what the user named; every failure is a UserError naming the fix. `read_timeout_ms` bounds
     how long a silent stream URL blocks a read (the stall limit); an image above `max_image_pixels` is refused
     (a folder skips it) from its header, before it is decoded."""
-    if uri.isdigit():
+    if is_camera_index(uri):
         cap = cv2.VideoCapture(int(uri))
         if not cap.isOpened():
             raise UserError(

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from stream.errors import Invalid, UserError
-from stream.media.sources import uri_with_transport
+from stream.media.sources import is_camera_index, uri_with_transport
 from stream.redact import mask_uri, remember, secrets_in
 
 PLACEHOLDER = "{stream}"
@@ -37,7 +37,7 @@ class StreamSpec:
 
 
 def name_from_uri(uri: str) -> str:
-    if uri.isdigit():
+    if is_camera_index(uri):
         return f"camera{uri}"
     if "://" in uri:
         masked = mask_uri(uri)  # a path may carry credentials (`/user=admin&password=pw`)

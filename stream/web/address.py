@@ -32,7 +32,7 @@ def parse_serve(text: str) -> ServeAddress:
         host = DEFAULT_HOST
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not port.isdigit() or not 0 <= int(port) <= 65535 or (sep and not host):
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535 or (sep and not host):
         raise UserError(f"bad value for serve: {text!r}; use [HOST:]PORT, e.g. 8080 or 127.0.0.1:8080")
     return ServeAddress(host, int(port))
 
