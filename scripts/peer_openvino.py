@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PEER = "peer: OpenVINO async, fp32, batch 1"
+PEER = "peer: OpenVINO async, batch 1"
 CONFIGS = [(backend, precision, batch) for batch in (1, 8) for backend in ("onnxruntime", "openvino")
            for precision in ("fp32", "int8")]
 
@@ -164,6 +164,11 @@ def main() -> int:
     ap.add_argument("--codec", default="mp4v", choices=("mp4v", "h264"),
                     help="the project's video codec (default mp4v, the peer's own, so only the loops differ)")
     ap.add_argument("--peer-only", action="store_true")
+    ap.add_argument("--project", action="append", metavar="BACKEND:PRECISION:BATCH",
+                    help="the project's configurations to run (repeatable; default: all eight)")
+    ap.add_argument("--peer-precision", default="fp32", choices=("fp32", "int8"),
+                    help="the peer's model: the project's fp32 export (default) or its own int8 model (the same "
+                         "cached Q/DQ ONNX the project runs, calibrated the same way)")
     args = ap.parse_args()
 
     from models.spec import ModelRequest
@@ -171,31 +176,42 @@ def main() -> int:
     from stream.backends.onnx_model import get_onnx_model
     from stream.media.sample import sample_clip
 
+    configs = CONFIGS
+    if args.project:
+        configs = [(b, p, int(n)) for b, p, n in (c.split(":") for c in args.project)]
     clip = args.clip or str(sample_clip())
     with tempfile.TemporaryDirectory(prefix="peer-") as tmp:
         work = Path(tmp)
         cache = args.cache_dir or str(work / "cache")
-        onnx = get_onnx_model(ModelRequest(args.model, args.weights), "fp32", ArtifactCache(cache))
+        request = ModelRequest(args.model, args.weights)
+        if args.peer_precision == "int8":
+            from stream.backends.quantize import get_int8_model
+            from stream.backends.settings import BackendSettings
+
+            onnx = get_int8_model(request, ArtifactCache(cache), BackendSettings().calibration_request(), "u8s8")
+        else:
+            onnx = get_onnx_model(request, "fp32", ArtifactCache(cache))
         if args.peer_only:
             print(json.dumps(peer(clip, str(onnx.path), onnx.info.preprocess, list(onnx.info.categories),
                                   args.frames, str(work / "peer.mp4"), args.threads)))
             return 0
-        for backend, precision, batch in CONFIGS:  # first starts (export, quantization, compile) out of the rounds
+        for backend, precision, batch in configs:  # first starts (export, quantization, compile) out of the rounds
             project(clip, args.model, args.weights, backend, precision, batch, 16, cache, work, args.codec)
         runs: dict[str, list[float]] = {}
         errors: dict[str, str] = {}
         peer_cmd = [sys.executable, __file__, "--peer-only", "--model", args.model, "--weights", args.weights,
-                    "--clip", clip, "--frames", str(args.frames), "--cache-dir", cache]
+                    "--clip", clip, "--frames", str(args.frames), "--cache-dir", cache,
+                    "--peer-precision", args.peer_precision]
         if args.threads:
             peer_cmd += ["--threads", str(args.threads)]
         for rnd in range(args.rounds):
             out = subprocess.run(peer_cmd, capture_output=True, text=True, timeout=900)
             try:
                 fps = json.loads(out.stdout.splitlines()[-1])["fps"]
-                runs.setdefault(PEER, []).append(fps)
+                runs.setdefault(f"{PEER}, {args.peer_precision}", []).append(fps)
             except (IndexError, ValueError, KeyError):
                 errors["peer"] = out.stderr.strip()[-300:]
-            for backend, precision, batch in CONFIGS:
+            for backend, precision, batch in configs:
                 key = f"project: {backend} {precision}, batch {batch}"
                 r = project(clip, args.model, args.weights, backend, precision, batch, args.frames, cache, work,
                             args.codec)
@@ -204,7 +220,7 @@ def main() -> int:
                 else:
                     runs.setdefault(key, []).append(r["fps"])
             print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    base = statistics.median(runs.get(PEER, [float("nan")]))
+    base = statistics.median(runs.get(f"{PEER}, {args.peer_precision}", [float("nan")]))
     print(f"{args.model} ({args.weights}), {args.frames} frames of {Path(clip).name}, video written (peer mp4v, "
           f"project {args.codec}), "
           f"{args.rounds} rounds, medians")

@@ -54,6 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="run report JSON to write (a summary is always printed)")
     p.add_argument("--predictions", help="JSON lines file, one line per processed frame (with its stream); "
                                          "{stream} in the path gives one file per stream")
+    act = p.add_argument_group("labels you can act on (see README, Rules and events)")
+    act.add_argument("--rules", metavar="FILE", help="TOML: how labels are smoothed into a steady label, and the "
+                                                     "[[rule]]s whose labels fire events")
+    act.add_argument("--events", metavar="FILE", help="JSON lines, one per event (start/end of a rule on a stream); "
+                                                      "the durable record")
+    act.add_argument("--segments", metavar="FILE", help="JSON lines, one per steady-label segment when it closes")
+    act.add_argument("--mqtt", metavar="URL", help="mqtt://[user:pass@]host:port/prefix: events to PREFIX/events, "
+                                                   "each stream's steady label retained at PREFIX/STREAM/label")
+    act.add_argument("--webhook", action="append", metavar="URL",
+                     help="POST each event as JSON to this URL, with retries (repeatable)")
+    act.add_argument("--clips", metavar="DIR", help="folder for each event's clip (mp4 with pre- and post-roll, "
+                                                    "rules with clip = true) and snapshot (JPEG)")
+    act.add_argument("--clip-buffer-mb", type=float,
+                     help=f"each stream's pre-roll buffer bound in MB of JPEG frames (default {d.clip_buffer_mb:g})")
     p.add_argument("--model", help=f"torchvision classification model, efficientnet_lite0, an ONNX file (x.onnx) or a "
                                    f"model card (x.toml; see README, Your own model) (default {d.model})")
     p.add_argument("--weights", help="imagenet (download once, cached), random, or a local state_dict file (a "

@@ -19,6 +19,7 @@ DROP_POLICIES = ("auto", "latest", "block")
 TRISTATE = ("auto", "on", "off")
 CODECS = ("auto", "h264", "mp4v", "mjpg")  # stream.outputs.video_writer
 ENGINES = ("local", "ray")
+DECISION_KEYS = ("rules", "events", "segments", "mqtt", "webhook", "clips")  # the decisions stage's outputs
 BACKEND_CHOICES = (AUTO, *BACKENDS)
 
 
@@ -70,6 +71,13 @@ class Config(BackendSettings):  # the backend's settings first: device, precisio
     replica_gpus: float = 0.0  # GPUs for each replica (1 for TensorRT/CUDA)
     keep_running: bool = False  # a service: up with no stream at all, until SIGINT/SIGTERM; streams join and leave
     persist: bool = False  # rewrite --sources after each stream added or removed (the REST API), for a restart
+    rules: str | None = None  # a TOML file: smoothing and [[rule]] tables (stream.decisions.rules)
+    events: str | None = None  # JSON lines: one per rule event, the durable record
+    segments: str | None = None  # JSON lines: one per closed label segment
+    mqtt: str | None = None  # mqtt://[user:pass@]host:port/prefix (stream.outputs.mqtt)
+    webhook: tuple[str, ...] = ()  # URLs each event is POSTed to as JSON, repeatable
+    clips: str | None = None  # a folder for event clips (mp4 with pre/post-roll) and snapshots
+    clip_buffer_mb: float = 64.0  # each stream's pre-roll buffer bound, in MB of encoded frames
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(Config)}
@@ -77,10 +85,10 @@ FIELD_TYPES = {f.name: f.type for f in fields(Config)}
 
 def _check_type(key: str, value, where: str):
     kind = FIELD_TYPES[key]
-    if key == "source":  # one URI, or a list of them
+    if key in ("source", "webhook"):  # one URI, or a list of them
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
-            raise UserError(f"{where}: source = {value!r} should be a string or a list of strings")
+            raise UserError(f"{where}: {key} = {value!r} should be a string or a list of strings")
         return tuple(items)
     if value is None and "None" in kind:
         return None
@@ -142,6 +150,8 @@ def validate(cfg: Config) -> None:
         raise bad("queue_size", cfg.queue_size, "use a queue size from 1 to 1024")
     if not 1 <= cfg.max_buffer_mb <= 1_000_000:
         raise bad("max_buffer_mb", cfg.max_buffer_mb, "use megabytes from 1 to 1000000")
+    if not 1 <= cfg.clip_buffer_mb <= 100_000:
+        raise bad("clip_buffer_mb", cfg.clip_buffer_mb, "use megabytes from 1 to 100000")
     if not 1 <= cfg.max_image_pixels <= 10**10:
         raise bad("max_image_pixels", cfg.max_image_pixels, "use a pixel count from 1 to 10000000000")
     if cfg.max_frames is not None and not 1 <= cfg.max_frames <= 10**12:
@@ -214,6 +224,10 @@ def _validate_engine(cfg: Config, bad) -> None:
         return
     if cfg.ray_address is not None and not cfg.ray_address.strip():
         raise bad("ray_address", cfg.ray_address, "use auto, HOST:PORT or ray://HOST:PORT")
+    decided = [k for k in DECISION_KEYS if getattr(cfg, k)]
+    if decided:
+        raise UserError(f"--{decided[0].replace('_', '-')} is not available with --engine ray yet; the stream actors "
+                        "label their frames on their nodes (use --engine local)")
     if cfg.serve is not None:
         raise UserError("--serve is not available with --engine ray yet; the stream actors' frames stay on "
                         "their nodes (use --output, the dashboard and --report)")

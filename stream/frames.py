@@ -46,11 +46,29 @@ class Prediction:
 
 
 @dataclass(frozen=True, slots=True)
+class Steady:
+    """A stream's steady label at a frame: the smoothed top class once it has held (stream.decisions.steady)."""
+
+    label: str  # UNCERTAIN when no class qualifies
+    prob: float  # its smoothed probability (the best class's, when uncertain)
+    since_s: float  # stream time at which it was taken (dated back to when it first qualified)
+    since_frame: int = 0
+
+    def record(self) -> dict:
+        """As the predictions log and the MQTT label topic carry it."""
+        return {"label": self.label, "prob": round(self.prob, 6), "since_s": round(self.since_s, 6)}
+
+
+UNCERTAIN = "uncertain"
+
+
+@dataclass(frozen=True, slots=True)
 class Classified:
     """A frame with its prediction, on its way to render and the sinks."""
 
     frame: Frame
     prediction: Prediction
+    steady: Steady | None = None  # set by the decisions stage, before render
 
 
 class EndOfStream:

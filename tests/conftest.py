@@ -43,6 +43,38 @@ def alternating_clip(media) -> Path:
     return path
 
 
+def fit_views(image: np.ndarray, width: int, height: int, frames: int, zoom: float = 1.08) -> list[np.ndarray]:
+    """`frames` views of the whole photo fitted to the frame on grey, zooming ≤ 8 % with a small drift: every
+    frame differs and the model's label stays the photo's (cropping to 16:9 or stretching changes it)."""
+    h, w = image.shape[:2]
+    s = height / h if w / h < width / height else width / w
+    views = []
+    for i in range(frames):
+        t = i / max(frames - 1, 1)
+        z = s * (1 + (zoom - 1) * t)
+        dx, dy = width / 2 + 0.02 * width * np.sin(2 * np.pi * t), height / 2 + 0.02 * height * np.cos(2 * np.pi * t)
+        m = np.array([[z, 0, dx - z * w / 2], [0, z, dy - z * h / 2]], np.float32)
+        views.append(cv2.warpAffine(image, m, (width, height), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT,
+                                    borderValue=(128, 128, 128)))
+    return views
+
+
+LABELLED = (("coffee", 4.0), ("chelsea", 4.0), ("coffee", 4.0), ("clock", 4.0))  # photo, seconds
+
+
+@pytest.fixture(scope="session")
+def labelled_clip(media) -> Path:
+    """16 s at 30 fps, 640×360, of known label intervals (EfficientNet-Lite0: espresso 0–4 s, a cat 4–8 s as
+    near-ties of Egyptian cat and tabby, espresso 8–12 s, spotlight 12–16 s)."""
+    path = media / "labelled.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 360))
+    for name, seconds in LABELLED:
+        for view in fit_views(photo(name), 640, 360, int(seconds * 30)):
+            writer.write(view)
+    writer.release()
+    return path
+
+
 @pytest.fixture(scope="session")
 def long_avi(media) -> Path:
     """A 90-frame MJPG clip (frames survive truncation in AVI, unlike mp4's trailing index)."""

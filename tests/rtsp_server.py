@@ -14,7 +14,8 @@ Mounts, each 640x480 at 30 fps, H.264 (x264, zero latency, a keyframe every 30 f
   constant quantiser, so that each keyframe decodes as the one before (a frozen encoder repeating itself);
 - `/frozen-abr`: the same with x264's default rate control, each keyframe quantised afresh;
 - `/black`: `videotestsrc pattern=black` (a covered lens);
-- `/secure`: `/pan` behind basic authentication with USER:PASSWORD, when given.
+- `/secure`: `/pan` behind basic authentication with USER:PASSWORD, when given;
+- `/pan720`: `/pan` scaled to 1280x720 (scripts/bench_capacity.py's cameras: one encode for every client).
 
 Prints `listening PORT` once the server is attached. Everything else goes to stderr.
 """
@@ -40,7 +41,7 @@ RATE = {"frozen": "pass=quant quantizer=23"}
 ANONYMOUS, USER = "anonymous", "user"
 
 
-def launch(frames: str, kind: str) -> str:
+def launch(frames: str, kind: str, caps: str = CAPS) -> str:
     pictures = f'multifilesrc location={frames}/frame%05d.jpg loop=true caps="image/jpeg,framerate=30/1"'
     source = {
         "pan": f"{pictures} ! jpegdec ! videoconvert",
@@ -48,7 +49,7 @@ def launch(frames: str, kind: str) -> str:
         "frozen-abr": f"filesrc location={frames}/frame00000.jpg ! jpegdec ! videoconvert ! imagefreeze",
         "black": "videotestsrc pattern=black",
     }[kind]
-    return f"( {source} ! videoscale ! videorate ! {CAPS} ! {X264} {RATE.get(kind, '')} ! {PAY} )"
+    return f"( {source} ! videoscale ! videorate ! {caps} ! {X264} {RATE.get(kind, '')} ! {PAY} )"
 
 
 def factory(pipeline: str, play: list[str], protocols=None) -> GstRtspServer.RTSPMediaFactory:
@@ -89,6 +90,8 @@ def main() -> None:
     mounts.add_factory("/pan", factory(launch(frames, "pan"), anyone))
     mounts.add_factory("/pan-tcp", factory(launch(frames, "pan"), anyone, GstRtsp.RTSPLowerTrans.TCP))
     mounts.add_factory("/pan-udp", factory(launch(frames, "pan"), anyone, GstRtsp.RTSPLowerTrans.UDP))
+    mounts.add_factory("/pan720", factory(launch(frames, "pan", CAPS.replace("640", "1280").replace("480", "720")),
+                                          anyone))
     mounts.add_factory("/frozen", factory(launch(frames, "frozen"), anyone))
     mounts.add_factory("/frozen-abr", factory(launch(frames, "frozen-abr"), anyone))
     mounts.add_factory("/black", factory(launch(frames, "black"), anyone))

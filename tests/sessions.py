@@ -13,10 +13,12 @@ from stream.session.session import Session
 
 
 def local_session(backend, preprocessor, categories, batching: Batching, ui=None, keep_running=False,
-                  reconnect: Reconnect = Reconnect(), outputs: Outputs | None = None, opener=None) -> Session:
+                  reconnect: Reconnect = Reconnect(), outputs: Outputs | None = None, opener=None,
+                  decisions=None) -> Session:
     session = Session(batching.size, ui, backend.device_peak_mb, keep_running)
     session.engine = LocalEngine(local_inference(backend, preprocessor, list(categories), batching), Renderer(False),
-                                 batching, session.totals, reconnect, outputs, opener, keep_running)
+                                 batching, session.totals, reconnect, outputs, opener, keep_running,
+                                 decisions=decisions)
     return session
 
 

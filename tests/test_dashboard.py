@@ -74,3 +74,11 @@ def test_a_multi_stream_dashboard_has_a_row_per_stream_and_the_totals():
         assert expected in text, expected
     line = status_line(snapshot().with_streams(rows))
     assert "door running 29.8 fps" in line and "yard reconnecting 0.0 fps" in line
+
+
+def test_the_dashboard_shows_the_steady_label_beside_the_raw_top_5():
+    from stream.frames import Steady
+
+    assert "steady: tabby" not in render(build_dashboard(snapshot(), info()))
+    text = render(build_dashboard(snapshot(steady=Steady("tabby", 0.7, 1.0)), info()))
+    assert "steady: tabby" in text

@@ -96,7 +96,7 @@ def launch_on_ray(cfg, specs, sources, plan) -> Iterator[Launched]:
         app = f"stream-classifier-{uuid.uuid4().hex[:8]}"
         ledger, card = _deploy(cfg, plan, calibration, app)
 
-        def engine(totals, outputs) -> RayEngine:
+        def engine(totals, outputs, decisions=None) -> RayEngine:  # decisions: refused by config
             engines.append(RayEngine(cfg, plan, card, app, ledger, totals))
             return engines[0]
 

@@ -188,7 +188,8 @@ def _row(s: BenchSettings, c: Combo, r: dict) -> dict:
         row["pipeline"] = ({"status": "ok", "fps": pipe["fps"]["pipeline"], "frames": pipe["frames"]["shown"],
                             "first_frame_s": pipe["load"]["first_frame_s"],
                             "e2e_p95_ms": pipe["latency_ms"]["end_to_end"]["p95"],
-                            "verdict": pipe["realtime"]["verdict"], "reason": pipe["realtime"]["reason"]}
+                            "verdict": pipe["realtime"]["verdict"], "reason": pipe["realtime"]["reason"],
+                            "cpu": pipe.get("cpu")}
                            if pipe["status"] == "ok" else {"status": "failed", "reason": pipe["reason"]})
     sustained, measured = 1000.0 / (latency.mean_ms + pre_ms), "model"
     if (row.get("pipeline") or {}).get("status") == "ok":

@@ -278,6 +278,10 @@ def _run(work, report: dict, out: Path, markdown, charts) -> int:
         raise
     _finish(report, out, markdown, charts, "completed")
     failed = [r for r in report["rows"] if r["status"] != "ok"]
+    from stream.lab.report_md import bench_markdown, cpu_markdown
+
+    if markdown is bench_markdown and (table := cpu_markdown(report)):
+        print("\n".join(table[4:]))  # the CPU per frame table, as report.md has it
     print(f"report: {out / 'report.md'} (and report.json, {', '.join(report['charts']) or 'no charts'})")
     if failed:
         print(f"{len(failed)} of {len(report['rows'])} combination(s) failed; their reasons are in the report",

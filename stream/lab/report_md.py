@@ -119,6 +119,7 @@ def bench_markdown(report: dict) -> str:
                     f"{r['realtime']['batch_p95_ms']:.0f}",
                     f"{_n(r['realtime']['live_estimate_ms'], '.0f')} / {_n(r['realtime']['budget_ms'], '.0f')}",
                     f"**{r['realtime']['verdict']}**", r["realtime"]["reason"]] for r in ok])]
+    lines += cpu_markdown(report)
     lines += _failed(report)
     lines += [f"![{c}]({c})" for c in report.get("charts", [])] + [""]
     return "\n".join(lines)
@@ -224,3 +225,33 @@ def eval_markdown(report: dict, wrong_per_row: int = 15) -> str:
     lines += _failed(report)
     lines += [f"![{c}]({c})" for c in report.get("charts", [])] + [""]
     return "\n".join(lines)
+
+
+CPU_COLUMNS = (("decode", ("decode",)), ("preprocess", ("preprocess",)),
+               ("inference", ("inference", "inference_pool")), ("postprocess", ("postprocess",)),
+               ("decisions", ("decisions",)), ("render", ("render",)), ("encode", ("encode",)),
+               ("other sinks", ("sinks",)),
+               ("overhead", ("capture", "batching", "session", "unattributed")),
+               ("other threads", ("web", "event_outputs", "other_threads")))
+
+
+def cpu_markdown(report: dict) -> list[str]:
+    """CPU per frame of each pipeline run, by stage (the run report's `cpu` section); [] when there is none."""
+    rows = [r for r in report["rows"]
+            if r["status"] == "ok" and ((r.get("pipeline") or {}).get("cpu") or {}).get("frames")]
+    if not rows:
+        return []
+
+    def cells(cpu: dict) -> list[str]:
+        st = cpu["stages"]
+        return [f"{sum(st.get(k, {}).get('ms_per_frame') or 0.0 for k in keys):.2f}" for _, keys in CPU_COLUMNS]
+
+    return ["## CPU per frame in the pipeline run (ms of CPU, all threads)", "",
+            "Each stage's CPU time divided by the frames shown: the stage threads' own clocks, the runtime's "
+            "threads counted with inference, decoder and encoder helpers with their stage. Overhead is the "
+            "pipeline's own (capture and batch threads outside their stages, the render loop's rest, unattributed).",
+            "", *_table(["model", "backend", "precision", "batch", "total", *(c for c, _ in CPU_COLUMNS),
+                         "overhead share", "cores busy"],
+                        [[*_key(r), f"{r['pipeline']['cpu']['process_ms_per_frame']:.2f}",
+                          *cells(r["pipeline"]["cpu"]), f"{r['pipeline']['cpu']['overhead']['share']:.0%}",
+                          f"{r['pipeline']['cpu']['cores_busy']:.2f}"] for r in rows])]

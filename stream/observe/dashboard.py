@@ -10,6 +10,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from stream.observe.cpu import LABELS, CpuSnapshot
 from stream.observe.runinfo import RANDOM_WARNING, RunInfo
 from stream.observe.stats import StatsSnapshot
 
@@ -56,7 +57,8 @@ def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
     stages.add_row("render+sinks", "", "", "", *lat["render"])
     stages.add_row("end to end", *rates["pipeline"], *lat["end_to_end"], style="bold")
 
-    top = Table(title="top-5", title_justify="left")
+    steady = f" · steady: {snap.steady.label}" if snap.steady is not None else ""
+    top = Table(title=f"top-5{steady}", title_justify="left")
     top.add_column("label")
     top.add_column("prob", justify="right")
     for t in snap.top:
@@ -82,7 +84,26 @@ def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
     if len(snap.streams) > 1:
         parts.append(streams_table(snap))
     parts += [Columns([stages, top], padding=(0, 4)), state]
+    if snap.cpu is not None and snap.cpu.frames:
+        parts.append(cpu_table(snap.cpu))
     return Panel(Group(*parts), title="stream classifier", subtitle=f"{snap.elapsed_s:.1f} s")
+
+
+def cpu_table(cpu: CpuSnapshot) -> Columns:
+    """Where the CPU goes, per frame rendered since the start; and how long each stage thread waits."""
+    stages = Table(title=f"cpu per frame: {cpu.per_frame_ms():.1f} ms ({cpu.process_s / max(cpu.wall_s, 1e-9):.2f} "
+                         f"cores busy), overhead {cpu.overhead_share:.0%}", title_justify="left")
+    for col in ("stage", "ms/frame", "share"):
+        stages.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, seconds in cpu.stages.items():
+        if seconds > 0 or stage == "unattributed":
+            stages.add_row(LABELS.get(stage, stage), f"{cpu.per_frame_ms(stage):.2f}", f"{cpu.share(stage):.0%}")
+    threads = Table(title="stage threads", title_justify="left")
+    for col in ("thread", "busy", "idle (waiting on neighbours)"):
+        threads.add_column(col, justify="left" if col == "thread" else "right")
+    for t in cpu.threads:
+        threads.add_row(Text(t.name), f"{t.busy_share:.0%}", f"{t.idle_share:.0%}")
+    return Columns([stages, threads], padding=(0, 4))
 
 
 STATE_STYLE = {"running": "green", "reconnecting": "yellow", "stalled": "bold red", "failed": "bold red",
@@ -93,8 +114,8 @@ def streams_table(snap: StatsSnapshot) -> Table:
     """A row per stream; the panel below it holds the totals."""
     table = Table(title=f"{len(snap.streams)} streams (last 10 s)", title_justify="left")
     for col in ("stream", "state", "fps", "e2e p50/p95 ms", "dropped full/stale", "reconnects", "last frame",
-                "top-1"):
-        table.add_column(col, justify="left" if col in ("stream", "state", "top-1") else "right")
+                "top-1", "steady"):
+        table.add_column(col, justify="left" if col in ("stream", "state", "top-1", "steady") else "right")
     for row in snap.streams:
         s, e2e = row.snap, row.snap.latency_ms["end_to_end"]
         age = "--" if row.last_frame_age_s is None else f"{row.last_frame_age_s:.1f} s ago"
@@ -102,7 +123,8 @@ def streams_table(snap: StatsSnapshot) -> Table:
         table.add_row(Text(row.name), Text(row.state, style=STATE_STYLE.get(row.state, "")),
                       f"{s.fps_10s.pipeline:.1f}",
                       f"{_ms(e2e.p50)}/{_ms(e2e.p95)}", f"{row.drops['full']}/{row.drops['stale']}",
-                      f"{row.reconnects}" + (f" ({row.stalls} stalls)" if row.stalls else ""), age, Text(top))
+                      f"{row.reconnects}" + (f" ({row.stalls} stalls)" if row.stalls else ""), age, Text(top),
+                      Text(s.steady.label if s.steady is not None else ""))
     return table
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import psutil
 
-from stream.frames import Classified, Prediction, TopK
+from stream.frames import Classified, Prediction, Steady, TopK
+from stream.observe.cpu import CpuMeter, CpuSnapshot
 from stream.observe.histogram import BoundedSamples, Buckets
 from stream.observe.realtime import Measured, Target, Verdict, judge
 
@@ -91,11 +92,13 @@ class StatsSnapshot:
     peak_rss_mb: float
     device_mb: float | None
     top: list[TopK] = field(default_factory=list)
+    steady: Steady | None = None  # the newest frame's steady label (stream.decisions)
     total_frames: int | None = None
     eta_s: float | None = None
     verdict: Verdict | None = None
     streams: list[SnapshotRow] = field(default_factory=list)
     histograms: dict[str, Buckets] = field(default_factory=dict)  # every sample of the run, per stage
+    cpu: CpuSnapshot | None = None  # the run's CPU by stage (the run's collector only: stream.observe.cpu)
 
     def with_streams(self, rows: list[SnapshotRow]) -> StatsSnapshot:
         return replace(self, streams=rows)
@@ -122,8 +125,10 @@ def peak_rss_mb() -> float:
 
 class StatsCollector:
     def __init__(self, queue_fill=lambda: 0, queue_size: int = 0, dropped=lambda: 0,
-                 device_mb=lambda: None, total_frames: int | None = None, target: Target | None = None) -> None:
+                 device_mb=lambda: None, total_frames: int | None = None, target: Target | None = None,
+                 cpu: CpuMeter | None = None) -> None:
         self._lock = threading.Lock()
+        self.cpu = cpu
         self._queue_fill = queue_fill
         self._queue_size = queue_size
         self._dropped = dropped
@@ -144,9 +149,16 @@ class StatsCollector:
         self._recent: deque[tuple[float, dict[str, float]]] = deque()
         self._model_s = 0.0  # summed per-frame model time
         self._top: list[TopK] = []
+        self._steady: Steady | None = None
 
     def start(self, now: float | None = None) -> None:
         self.started_at = time.perf_counter() if now is None else now
+        if self.cpu is not None:
+            self.cpu.start()
+
+    def cpu_snapshot(self) -> CpuSnapshot | None:
+        """The run's CPU by stage per frame rendered (None for a collector without a meter, or before the start)."""
+        return None if self.cpu is None else self.cpu.snapshot(self._counts["pipeline"])
 
     def retarget(self, queue_size: int, total_frames: int | None, target: Target) -> None:
         """The run's totals when streams join or leave: capacity, expected frames and the fastest stream's target."""
@@ -190,6 +202,7 @@ class StatsCollector:
             while self._recent and self._recent[0][0] < at - RECENT_S:
                 self._recent.popleft()
             self._top = item.prediction.top
+            self._steady = item.steady
 
     def _rates(self, now: float, window: float | None) -> Rates:
         since = self.started_at or now
@@ -213,7 +226,7 @@ class StatsCollector:
             recent = {s: Percentiles.of([smp[s] for _, smp in self._recent]) for s in STAGES}
             fps_1s, fps_10s, total = self._rates(now, 1.0), self._rates(now, 10.0), self._rates(now, None)
             counts = dict(self._counts)
-            top = list(self._top)
+            top, steady = list(self._top), self._steady
             model_fps = self.model_fps()
             histograms = {s: v.buckets() for s, v in self._all.items()}
         dropped = self._dropped()
@@ -242,8 +255,10 @@ class StatsCollector:
             peak_rss_mb=peak_rss_mb(),
             device_mb=self._device_mb(),
             top=top,
+            steady=steady,
             total_frames=self.total_frames,
             eta_s=eta,
             verdict=verdict,
             histograms=histograms,
+            cpu=self.cpu_snapshot(),
         )

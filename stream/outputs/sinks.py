@@ -160,6 +160,8 @@ class PredictionsLog:
             # Capture to this line: the frame's end-to-end latency as far as the log can see it.
             "latency_ms": round((time.perf_counter() - item.frame.captured_at) * 1000, 3),
         }
+        if item.steady is not None:
+            record["steady"] = item.steady.record()
         if item.frame.health is not None:  # the labels of a frozen or blank picture are not the scene's
             record["health"] = item.frame.health
         with self._lock:

@@ -49,6 +49,8 @@ def stall_limit_s(fps: float | None) -> float:
 
 
 class CaptureThread(Worker):
+    role = "capture"
+
     def __init__(self, stream: int, source: Source, reopen: Callable[[], Source], mux: StreamMux,
                  stats: list[StatsCollector], stop: threading.Event, max_frames: int | None = None, loop: bool = False,
                  pace_fps: float | None = None, reconnect: Reconnect = Reconnect(), seed: int | None = None,
@@ -128,6 +130,7 @@ class CaptureThread(Worker):
                 self.end_reason = f"--max-frames {self.max_frames} reached"
                 break
             asked = self._waiting_since or time.perf_counter()
+            self.cpu.lap("capture")
             try:
                 frame = self.source.read()
             except StreamError as exc:
@@ -154,6 +157,7 @@ class CaptureThread(Worker):
                     continue
                 self.state = ENDED
                 return
+            self.cpu.lap("decode")
             self._waiting_since = None
             self.last_frame_at = frame.captured_at
             health = self.watch.observe(frame.image, frame.captured_at) if self.watch is not None else None
@@ -162,7 +166,9 @@ class CaptureThread(Worker):
                             time_s=frame.captured_at - started if self.source.info.live else frame.time_s)
             for stats in self.stats:  # the stream's own figures, and the run's
                 stats.captured(frame.captured_at)
+            waiting = time.perf_counter()
             self.mux.put(self.stream, frame)
+            self.cpu.waited(waiting)
             self.frames_read += 1
             read_this_pass += 1
             if health == FROZEN and self.watch.rules.reconnect_frozen and self.policy.enabled:

@@ -34,6 +34,8 @@ class BatchStage(Worker):
     """What every inference stage shares, wherever its model runs: the mux in, the results out in order,
     each prediction counted once for its stream and the run, and what was classified when a stop came."""
 
+    role = "batching"
+
     def __init__(self, name: str, mux: StreamMux, outbox: FrameQueue, categories: list[str],
                  stats: Mapping[int, StatsCollector], totals: StatsCollector, stop: threading.Event,
                  batching: Batching, top: int = 5) -> None:
@@ -47,11 +49,15 @@ class BatchStage(Worker):
         """Batches from the mux until every stream has ended: each to `process`; a stream's end is passed to `out`
         after its last frame, the run's end last."""
         while True:
+            waiting = time.perf_counter()
             batch = self.mux.take(size, timeout_s, self.batching.stale_s)
+            self.cpu.waited(waiting)
             if batch.frames:
                 process(batch.frames)
+            waiting = time.perf_counter()
             for end in batch.ended:
                 out.put(end)
+            self.cpu.waited(waiting)
             if batch.finished:
                 out.close("end of input")
                 return
@@ -66,12 +72,14 @@ class BatchStage(Worker):
         return results
 
     def deliver(self, results: list[Classified]) -> None:
+        waiting = time.perf_counter()
         for i, item in enumerate(results):
             try:
                 self.outbox.put(item)
             except Stopped:  # counted as processed: they must still reach the sinks
                 self.undelivered.extend(results[i:])
                 raise
+        self.cpu.waited(waiting)
 
 
 class InferenceThread(BatchStage):
@@ -89,13 +97,18 @@ class InferenceThread(BatchStage):
         self.batches(self.batching.size, self.batching.timeout_s, self._process, self.outbox)
 
     def _process(self, frames: list[Frame]) -> None:
+        cpu = self.cpu
+        cpu.lap("batching")
         t0 = time.perf_counter()
         inputs = self.preprocess([f.image for f in frames])
         t1 = time.perf_counter()
+        cpu.lap("preprocess")
         logits = self.backend.infer(inputs)
         t2 = time.perf_counter()
+        cpu.lap("inference")
         tops = top_k(logits, self.categories, self.top)
         t3 = time.perf_counter()
+        cpu.lap("postprocess")
         times = StageTimes((t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000, len(frames))
         self.deliver(self.predictions(frames, tops, [times] * len(frames), t3))
 

@@ -18,6 +18,7 @@ from stream.config import Config
 from stream.errors import UserError
 from stream.media.sources import MAX_IMAGE_PIXELS, Source
 from stream.media.streams import StreamSpec
+from stream.observe.cpu import born_as
 from stream.session.plan import RunPlan
 
 
@@ -36,7 +37,7 @@ class LoadedModel:
 @dataclass
 class Launched:
     loaded: LoadedModel
-    engine: Callable  # (the run's totals collector, the run's Outputs) → an engine (stream.session.session.Engine)
+    engine: Callable  # (the run's totals, Outputs, Decisions or None) → an engine (stream.session.session.Engine)
     device_peak_mb: Callable[[], float | None] = lambda: None
     # The engine's use of a source the orchestrator opened: the local engine reads it; Ray only probed it.
     owned: Callable[[Source], Source | None] = lambda source: source
@@ -52,7 +53,8 @@ def open_stream(uri: str, max_image_pixels: int = MAX_IMAGE_PIXELS) -> Source:
     from stream.pipeline.capture import READ_TIMEOUT_S
 
     # A silent stream URL must give its read back within the stall limit, so it can be reconnected.
-    return open_source(uri, read_timeout_ms=int(READ_TIMEOUT_S * 1000), max_image_pixels=max_image_pixels)
+    with born_as("decode"):  # the decoder's helper threads: the decode stage's CPU (stream.observe.cpu)
+        return open_source(uri, read_timeout_ms=int(READ_TIMEOUT_S * 1000), max_image_pixels=max_image_pixels)
 
 
 def calibration_for(cfg: Config, specs: list[StreamSpec], sources: list[Source]):
@@ -87,18 +89,20 @@ def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], pl
     options = backend_options(cfg, plan, calibration_for(cfg, specs, sources))
     request = model_request(cfg)
     print(f"loading {request.describe()} on {cfg.backend}...", flush=True)
-    backend = backend_class(cfg.backend)(request, options)
+    with born_as("inference_pool"):  # the runtime's own threads (its intra-op pool): the model's CPU
+        backend = backend_class(cfg.backend)(request, options)
     try:
-        warmup_s = backend.warmup(batching.size, cfg.warmup)
-        if batching.size > 1:  # a partial batch (a file's last, a quiet moment) must not pay for a new shape
-            warmup_s += backend.warmup(1, min(cfg.warmup, 2))
+        with born_as("inference_pool"):  # some runtimes start their pool at the first inference
+            warmup_s = backend.warmup(batching.size, cfg.warmup)
+            if batching.size > 1:  # a partial batch (a file's last, a quiet moment) must not pay for a new shape
+                warmup_s += backend.warmup(1, min(cfg.warmup, 2))
         model = backend.model
         preprocessor = make_preprocessor(model.preprocess, backend.input_device, cfg.resize)
 
-        def engine(totals, outputs) -> LocalEngine:
+        def engine(totals, outputs, decisions=None) -> LocalEngine:
             stage = local_inference(backend, preprocessor, list(model.categories), batching)
             return LocalEngine(stage, Renderer(model.random_weights), batching, totals, plan.reconnect, outputs,
-                               open_stream, cfg.keep_running, plan.health)
+                               open_stream, cfg.keep_running, plan.health, decisions)
 
         loaded = LoadedModel(model, backend.name, backend.device, backend.precision, backend.load, warmup_s)
         yield Launched(loaded, engine, backend.device_peak_mb)

@@ -19,12 +19,14 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from stream.decisions.hub import Decisions, StreamDecider
 from stream.errors import StreamError
 from stream.frames import Classified, EndOfStream
 from stream.media.sources import Source
+from stream.observe.cpu import CpuMeter, ThreadCpu, born_as
 from stream.observe.stats import StatsCollector, StatsSnapshot
 from stream.outputs.kinds import Outputs
-from stream.outputs.sinks import Sink
+from stream.outputs.sinks import Sink, VideoFileSink
 from stream.pipeline.capture import ENDED, CaptureThread, Reconnect
 from stream.pipeline.health import HealthRules
 from stream.pipeline.inference import Batching, BatchStage
@@ -50,6 +52,7 @@ class _Stream:
     removed: Future | None = None  # resolved once a removed stream's outputs are finalised
     summaries: list = field(default_factory=list)
     source_closed: bool = False
+    decider: StreamDecider | None = None  # its steady label, segments and events (stream.decisions)
 
 
 class LocalEngine:
@@ -57,17 +60,23 @@ class LocalEngine:
 
     def __init__(self, stage: StageFactory, renderer: Renderer, batching: Batching, totals: StatsCollector,
                  reconnect: Reconnect = Reconnect(), outputs: Outputs | None = None, opener: Opener | None = None,
-                 keep_open: bool = False, health: HealthRules | None = None) -> None:
+                 keep_open: bool = False, health: HealthRules | None = None,
+                 decisions: Decisions | None = None) -> None:
         self.stop_event = threading.Event()
         self.mux = StreamMux([], self.stop_event, keep_open=True)  # released in start() unless kept open
         self._keep_open = keep_open
         self.results: FrameQueue = FrameQueue(max(2 * batching.size, 4), self.stop_event)
         self.totals, self.reconnect, self.renderer, self.health = totals, reconnect, renderer, health
         self.outputs = outputs or Outputs({})
+        self.decisions = decisions
         self.opener = opener
         self.streams: dict[int, _Stream] = {}
         self.collectors: dict[int, StatsCollector] = {}  # read by the batch stage by frame.stream
         self.stage = stage(self.mux, self.results, self.collectors, totals, self.stop_event)
+        # The run's CPU by stage (stream.observe.cpu): each thread splits its own clock; this one is the render loop's.
+        self.meter = totals.cpu or CpuMeter()
+        self.clock = self.meter.track(ThreadCpu("session", "render loop"))
+        self.meter.track(self.stage.cpu)
         self.started = False
         self.errors: list[BaseException] = []  # sinks that failed to close at their stream's end
         self._closed = False
@@ -87,8 +96,10 @@ class LocalEngine:
                                 plan.max_frames, plan.loop, plan.pace_fps,
                                 self.reconnect if live_reopen else Reconnect(), name=slot.name, health=self.health)
         self.collectors[slot.id] = slot.stats
+        self.meter.track(capture.cpu)
         self.mux.add(slot.id, Lane(plan.live, plan.buffer))
-        self.streams[slot.id] = _Stream(slot, capture, sinks)
+        decider = self.decisions.open(slot.name) if self.decisions is not None else None
+        self.streams[slot.id] = _Stream(slot, capture, sinks, decider=decider)
         if self.started:
             slot.stats.start()
             capture.start()
@@ -118,6 +129,7 @@ class LocalEngine:
         for s in self.streams.values():
             s.slot.stats.start(now)
         self.started = True
+        self.clock.bind()
         if not self._keep_open:
             self.mux.release()
         for worker in (*(s.capture for s in self.streams.values()), self.stage):
@@ -128,12 +140,14 @@ class LocalEngine:
         deadline = time.perf_counter() + timeout_s
         while True:
             left = deadline - time.perf_counter()
+            waiting = time.perf_counter()
             try:
                 item = self.results.get(timeout=max(left, 0.0))
             except queue.Empty:
                 item = None
             except Stopped:  # a worker failed; finish() reports its error
                 return "stopped by an error"
+            self.clock.waited(waiting)
             if isinstance(item, EndOfStream):
                 reasons = {s.ended for s in self.streams.values()}
                 return reasons.pop() if len(reasons) == 1 else "every stream ended"
@@ -148,12 +162,33 @@ class LocalEngine:
     def show(self, item: Classified) -> bool:
         started = time.perf_counter()
         s = self.streams[item.frame.stream]
+        self.clock.lap("session")
+        if s.decider is not None:
+            item = s.decider.decide(item)
+            self.clock.lap("decisions")
         annotated = self.renderer.draw(item, s.readout)
-        keep = [sink.write(item, annotated) for sink in s.sinks]
+        self.clock.lap("render")
+        keep = [self._write(sink, item, annotated) for sink in s.sinks]
+        if s.decider is not None:
+            s.decider.rendered(item, annotated)
+            self.clock.lap("decisions")
         done = time.perf_counter()
         s.slot.stats.rendered(item, (done - started) * 1000, done)
         self.totals.rendered(item, (done - started) * 1000, done)
         return all(keep)
+
+    def _write(self, sink: Sink, item: Classified, annotated) -> bool:
+        if not isinstance(sink, VideoFileSink):
+            kept = sink.write(item, annotated)
+            self.clock.lap("sinks")
+            return kept
+        if sink.written:
+            kept = sink.write(item, annotated)
+        else:
+            with born_as("encode"):  # the encoder starts its threads with its first frame
+                kept = sink.write(item, annotated)
+        self.clock.lap("encode")
+        return kept
 
     def observe(self, snap: StatsSnapshot) -> None:
         """The session's newest snapshot: the rolling readout each stream's frames carry."""
@@ -167,6 +202,7 @@ class LocalEngine:
         """A stream's last frame went to its sinks: finalise them now, not at the end of the run."""
         s = self.streams[stream_id]
         s.ended = reason
+        self.meter.sample()  # its encoder's and decoder's threads end now: their CPU is kept
         _finalise(s, self.errors)
 
     def _reap(self) -> None:
@@ -192,6 +228,7 @@ class LocalEngine:
         deadline = time.monotonic() + JOIN_TIMEOUT_S  # one deadline for all: a stuck camera costs it once
         _join(self.stage, min(deadline, time.monotonic() + STAGE_JOIN_S))
         errors = list(self.errors)
+        self.meter.sample()  # before the sinks and sources close: their native threads' CPU is kept
         if drain and not errors:
             _collect(errors, self._drain)
         _collect(errors, self._finalise_all)
@@ -199,6 +236,8 @@ class LocalEngine:
             _join(c, deadline)
         self.mux.discard_unprocessed()  # read, never processed: counted as dropped ("at stop")
         _collect(errors, self._close)
+        self.clock.end("session")
+        self.meter.stop()
         outcomes = [self._outcome(s) for s in self.streams.values()]
         failed = next((w.error for w in (*captures, self.stage) if w.error is not None), None)
         warnings = [f"{w.name} thread did not stop within {JOIN_TIMEOUT_S:.0f} s"
@@ -241,7 +280,12 @@ class LocalEngine:
 
 def _finalise(s: _Stream, failures: list[BaseException]) -> None:
     """Close a stream's sinks (each once), keep their summaries, resolve its removal; failures are collected, so
-    every sink gets its chance to finalise."""
+    every sink gets its chance to finalise. Its decisions end first: their last events and segments are its own."""
+    if s.decider is not None:
+        try:
+            s.decider.finish()
+        except Exception as exc:  # noqa: BLE001 - reported by the caller; the sinks still close
+            failures.append(exc)
     for sink in dict.fromkeys(s.sinks):
         try:
             s.summaries.append(sink.summary())

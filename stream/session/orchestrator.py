@@ -56,6 +56,9 @@ class Run:
         self._changes = threading.Lock()  # streams joining and leaving, the sources file rewritten
         self._joining: set[str] = set()  # names held by streams whose source is being opened
         self._unlisted: set[int] = set()  # streams given with --source: --persist keeps them out of the sources file
+        self.rules = None  # stream.decisions.rules.RuleSet
+        self.decisions = None  # stream.decisions.hub.Decisions, local engine only
+        self.decision_warnings: list[str] = []
 
     # ---- prepare
 
@@ -74,7 +77,11 @@ class Run:
             print(f"no --source given: using the sample clip {uri}")
             self.specs = [StreamSpec(uri, "sample")]
         names = [s.name for s in self.specs]
-        self.outputs.check(self.specs, [("--report", cfg.report)])
+        from stream.outputs import actions
+
+        self.rules = actions.load_rules(cfg)
+        self.outputs.check(self.specs, [("--report", cfg.report), *actions.run_files(cfg)])
+        actions.check(cfg, self.rules)
         if cfg.report:
             from stream.outputs.sinks import check_writable
 
@@ -131,7 +138,8 @@ class Run:
         warning = exposure_warning(address, cfg.serve_token)
         if warning:
             print(warning, file=sys.stderr)
-        self.server = PreviewServer(address, [s.name for s in self.specs], cfg.serve_token, cfg.serve_allow_host)
+        self.server = PreviewServer(address, [s.name for s in self.specs], cfg.serve_token, cfg.serve_allow_host,
+                                    clips_dir=cfg.clips)
         self.server.start()
         self.outputs.settings = {**self.outputs.settings, "serve": self.server}
         from stream.session.service import ServiceControl
@@ -150,6 +158,7 @@ class Run:
                 outcome = self._observe(launched, interrupts)
                 return self._conclude(outcome, launched)
         finally:
+            self._close_decisions(None)
             if self.server is not None:
                 self.server.stop()
             for source in self.sources:  # those never handed to an engine; the engine closes its own
@@ -168,7 +177,9 @@ class Run:
             session.on_gone = self.server.forget_stream
         self.session = session
         try:
-            session.engine = launched.engine(session.totals, self.outputs)
+            if cfg.engine == "local":
+                self._decide(model)
+            session.engine = launched.engine(session.totals, self.outputs, self.decisions)
             self.load = LoadTimes(loaded.load, loaded.warmup_s, time.perf_counter() - self.process_start)
             sources, self.sources = self.sources, []
             for i, (spec, stream_plan) in enumerate(zip(self.specs, plan.streams, strict=True)):
@@ -184,7 +195,34 @@ class Run:
                 session.engine.finish(drain=False)
             session.ui.close()
             raise
-        return session.run(interrupts)
+        outcome = session.run(interrupts)
+        self._close_decisions(outcome)
+        return outcome
+
+    def _decide(self, model) -> None:
+        """The decisions hub and its outputs (opened with the model known: a rule's labels are checked against
+        its classes), fed from the run loop to the web page."""
+        from stream.decisions.rules import unknown_labels
+        from stream.outputs.actions import open_decisions
+
+        unknown = unknown_labels(self.rules, list(model.categories))
+        if unknown:
+            self.decision_warnings.append(f"--rules: no class of {model.name} matches {', '.join(map(repr, unknown))}"
+                                          "; those labels never fire (check the spelling against the labels)")
+            print(f"warning: {self.decision_warnings[-1]}", file=sys.stderr)
+        self.decisions = open_decisions(self.cfg, self.rules)
+        if self.server is not None:
+            hub, server = self.decisions, self.server
+            self.session.on_refresh = lambda: server.update_decisions(hub.view())
+
+    def _close_decisions(self, outcome: RunOutcome | None) -> None:
+        """Every stream's decisions finished and their outputs flushed and closed, before the report."""
+        if self.decisions is None or self.decisions.closed:
+            return
+        failures = self.decisions.close()
+        if outcome is not None:
+            for exc in failures:
+                outcome.warnings.append(f"an event output failed to close: {type(exc).__name__}: {exc}")
 
     def _ui(self):
         from stream.observe.dashboard import LiveDashboard, StatusPrinter
@@ -298,6 +336,9 @@ class Run:
         cfg = self.cfg
         report = build_report(self.info, outcome, self.load, self.process_start, launched.device_peak_mb())
         launched.add_to_report(report, outcome)
+        if self.decisions is not None:
+            report["decisions"] = self.decisions.report()
+        report["warnings"] += self.decision_warnings
         if self.backend_choice is not None:
             report["backend_choice"] = {"asked": "auto", "chosen": self.backend_choice.name,
                                         "reason": self.backend_choice.reason}

@@ -101,6 +101,7 @@ def build_report(info: RunInfo, outcome, load: LoadTimes, process_start: float,
                  "cache": load.backend.cache, "artifact": load.backend.artifact},
         **totals,
         "memory": {"peak_rss_mb": peak_rss_mb(), "device_peak_mb": device_peak_mb},
+        "cpu": None if (cpu := outcome.stats.cpu_snapshot()) is None else cpu.as_dict(),
         "latency_method": METHOD,
         "warnings": outcome.warnings,
     }
@@ -145,7 +146,18 @@ def summary(report: dict) -> str:
         + ("" if mem["device_peak_mb"] is None else f", device peak {mem['device_peak_mb']:.0f} MB"),
         f"verdict {rt['verdict'].upper()} at {rt['target_fps']:.1f} fps: {rt['reason']}",
     ]
+    if report.get("cpu") and report["cpu"]["frames"]:
+        lines.append(cpu_line(report["cpu"]))
     if m["random_weights"]:
         lines.append("note    RANDOM WEIGHTS: labels are meaningless; speed figures are still valid")
     lines += [f"warning {w}" for w in report["warnings"]]
     return "\n".join(lines)
+
+
+def cpu_line(cpu: dict) -> str:
+    """The CPU per frame in one line: the total, the largest stages, the pipeline's own overhead."""
+    stages = sorted(((v["ms_per_frame"], k) for k, v in cpu["stages"].items() if k != "unattributed"
+                     and v["ms_per_frame"] is not None), reverse=True)
+    big = ", ".join(f"{name} {ms:.1f}" for ms, name in stages[:4] if ms >= 0.05)
+    return (f"cpu     {cpu['process_ms_per_frame']:.1f} ms per frame ({cpu['cores_busy']:.2f} cores busy): {big}; "
+            f"overhead {cpu['overhead']['share']:.0%} (--report's cpu section has every stage)")

@@ -22,6 +22,7 @@ from stream.errors import NameTaken, NoSuchStream, NotReady, StreamError, Termin
 from stream.interrupts import END_SIGINT, END_SIGTERM, Interrupts
 from stream.media.sources import Source, SourceInfo
 from stream.media.streams import StreamSpec
+from stream.observe.cpu import CpuMeter
 from stream.observe.realtime import Target, combine
 from stream.observe.stats import SnapshotRow, StatsCollector, StatsSnapshot
 from stream.pipeline.capture import ENDED, FAILED
@@ -70,7 +71,7 @@ class Session:
                  keep_running: bool = False) -> None:
         self.batch, self.ui, self.keep_running = batch, ui or NoUi(), keep_running
         self.totals = StatsCollector(self._fill, 0, self._dropped, device_mb, None,
-                                     Target(DEFAULT_TARGET_FPS, False, batch))
+                                     Target(DEFAULT_TARGET_FPS, False, batch), CpuMeter())
         self.device_mb = device_mb
         self.engine: Engine | None = None
         self.slots: list[StreamSlot] = []
@@ -85,6 +86,7 @@ class Session:
         self._gone: set[int] = set()
         self._removals: dict[int, Future] = {}
         self.on_gone: Callable[[str], None] = lambda name: None  # told before the name is free (the web preview)
+        self.on_refresh: Callable[[], None] = lambda: None  # on the loop's thread, with each UI update
 
     # ---- streams
 
@@ -228,6 +230,7 @@ class Session:
         if force or now >= self._next_ui:
             snap = self.snapshot(now)
             self.engine.observe(snap)
+            self.on_refresh()
             self.ui.update(snap)
             self._next_ui = now + UI_EVERY_S
 

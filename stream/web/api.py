@@ -328,6 +328,7 @@ def openapi_document() -> dict:
                            "responses": {"200": _json(_ref("Removed"), "the stream left the run"),
                                          "404": _problem("no stream of that name"), **GUARDED, **CHANGE_REFUSED}},
             },
+            **decisions_paths(),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
@@ -375,8 +376,71 @@ def openapi_document() -> dict:
                                                       "written": {"type": "integer"}},
                                        "description": "a finalised output: video or log (path, written), preview "
                                                       "(stream, encodes), window (title)"}}}},
+                **decisions_schemas(),
                 "Error": {"type": "object", "required": ["error"],
                           "properties": {"error": {"type": "string", "description": "one line: what to fix"}}},
             },
         },
+    }
+
+
+def decisions_paths() -> dict:
+    """The decisions stage's routes (stream.web.decisions): read-only, its views of the run."""
+    param = {"in": "query", "required": False}
+    return {
+        "/api/events": {"get": {
+            "summary": "the newest rule events (newest last), their counts and each event output's delivery",
+            "operationId": "listEvents",
+            "parameters": [{**param, "name": "stream", "schema": {"type": "string", "maxLength": 128},
+                            "description": "only this stream's events"},
+                           {**param, "name": "rule", "schema": {"type": "string", "maxLength": 128},
+                            "description": "only this rule's events"},
+                           {**param, "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                            "description": "at most this many (default and most: 100, those the run keeps)"}],
+            "responses": {"200": _json(_ref("Events"), "the events, counts and delivery"),
+                          "400": _problem("an unknown, repeated or malformed parameter"), **GUARDED}}},
+        "/api/timeline": {"get": {
+            "summary": "per stream: its steady label, the last 120 s (stream time) of label segments, and the "
+                       "last 10 minutes of fps and p95 end-to-end latency, one sample a second",
+            "operationId": "getTimeline",
+            "responses": {"200": _json(_ref("Timeline"), "every stream the page shows"), **GUARDED}}},
+    }
+
+
+def decisions_schemas() -> dict:
+    string, number = {"type": "string"}, {"type": "number"}
+    link = {"type": "string", "nullable": True, "description": "a URL under /clips/, relative to the page"}
+    counts = {"type": "integer"}
+    return {
+        "Event": {"type": "object", "required": ["type", "rule", "stream", "label", "prob", "time_s", "frame",
+                                                 "wall_time"],
+                  "properties": {"type": {"type": "string", "enum": ["start", "end"]}, "rule": string,
+                                 "stream": string, "label": string, "prob": number,
+                                 "time_s": {**number, "description": "the stream's clock (media time for files)"},
+                                 "frame": counts, "wall_time": {**string, "format": "date-time"},
+                                 "snapshot": {**string, "nullable": True}, "clip": {**string, "nullable": True},
+                                 "links": {"type": "object", "properties": {"snapshot": link, "clip": link}}}},
+        "Events": {"type": "object", "required": ["events", "counts", "delivery"], "properties": {
+            "events": {"type": "array", "items": _ref("Event")},
+            "counts": {"type": "array", "items": {"type": "object", "properties": {
+                "rule": string, "label": string, "type": string, "events": counts}}},
+            "delivery": {"type": "array", "items": {"type": "object", "properties": {
+                "output": string, "delivered": counts, "failed": counts, "dropped": counts, "pending": counts,
+                "state": string}}}}},
+        "Timeline": {"type": "object", "required": ["streams"], "properties": {"streams": {"type": "array", "items": {
+            "type": "object", "required": ["name", "decisions", "history"], "properties": {
+                "name": string,
+                "decisions": {"type": "object", "nullable": True,
+                              "description": "null before the stream's first decided frame, or without --rules",
+                              "properties": {
+                                  "now_s": number, "window_s": number,
+                                  "steady": {"type": "object", "nullable": True, "properties": {
+                                      "label": string, "prob": number, "since_s": number}},
+                                  "segments": {"type": "array", "items": {"type": "object", "properties": {
+                                      "label": string, "start_s": number, "end_s": number}}}}},
+                "target_fps": NULLABLE_NUMBER, "budget_ms": NULLABLE_NUMBER,
+                "history": {"type": "object", "properties": {
+                    "t": {"type": "array", "items": number, "description": "seconds since the epoch"},
+                    "fps": {"type": "array", "items": NULLABLE_NUMBER},
+                    "p95_ms": {"type": "array", "items": NULLABLE_NUMBER}}}}}}}},
     }

@@ -45,6 +45,8 @@ class SnapshotCollector:
         if snap is None:
             return
         yield from self._streams(snap)
+        if snap.cpu is not None:
+            yield from _cpu(snap)
         yield GaugeMetricFamily("stream_model_only_fps", "Frames per second of pure model time in the run",
                                 value=snap.model_fps)
         yield GaugeMetricFamily("stream_rss_bytes", "Resident memory of the process", value=snap.rss_mb * 2**20)
@@ -82,3 +84,22 @@ class SnapshotCollector:
             for stage, buckets in s.histograms.items():
                 latency.add_metric([row.name, stage], _buckets(buckets), buckets.sum_ms / 1000)
         yield from (fps, capture, *frames.values(), dropped, reconnects, stalls, state, latency)
+
+
+def _cpu(snap: StatsSnapshot) -> Iterator[Metric]:
+    """The run's CPU by stage and each stage thread's time blocked on its neighbours (stream.observe.cpu)."""
+    cpu = snap.cpu
+    seconds = CounterMetricFamily("stream_cpu_seconds", "CPU time of the process since the run started, by stage "
+                                  "(unattributed: the process's CPU clock less every stage)", labels=["stage"])
+    for stage, value in cpu.stages.items():
+        seconds.add_metric([stage], value)
+    idle = CounterMetricFamily("stream_thread_idle_seconds", "Wall time a stage thread spent blocked on its "
+                               "neighbours (a queue's get or put)", labels=["thread", "role"])
+    busy = CounterMetricFamily("stream_thread_cpu_seconds", "CPU time of a stage thread", labels=["thread", "role"])
+    for t in cpu.threads:
+        idle.add_metric([t.name, t.role], t.idle_s)
+        busy.add_metric([t.name, t.role], t.cpu_s)
+    yield seconds
+    yield idle
+    yield busy
+    yield CounterMetricFamily("stream_cpu_frames", "Frames the CPU figures are divided by", value=cpu.frames)

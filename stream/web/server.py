@@ -1,7 +1,9 @@
 """The HTTP server behind `--serve`: aiohttp on its own asyncio loop in a thread.
 
 Routes: `/` (the page), `/stream/{name}.mjpg?fps=&height=` (multipart/x-mixed-replace JPEGs),
-`/api/status` (JSON), `/metrics` (Prometheus text), `/healthz`, and the REST API of a service whose streams
+`/api/status` (JSON), `/metrics` (Prometheus text), `/healthz`, the decisions stage's `/api/events` and
+`/api/timeline` (stream.web.decisions), the --clips folder's files and the page's chart library
+(`/clips/...`, `/static/...`: stream.web.files), and the REST API of a service whose streams
 come and go (`/api/streams`, `/api/openapi.json`: stream.web.api). The render loop hands over the stats
 snapshot it makes for the dashboard (`update`) and each stream's annotated frame (its LatestFrame sink);
 requests only read those. A viewer that reads slowly gets fewer frames; one that stops reading is cut
@@ -29,12 +31,17 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
 from stream import redact
+from stream.decisions.hub import DecisionsView
 from stream.errors import UserError
 from stream.observe.stats import StatsSnapshot
 from stream.web import guard
 from stream.web.address import ServeAddress
 from stream.web.api import StreamControl, StreamsApi
+from stream.web.decision_metrics import DecisionsCollector
+from stream.web.decisions import DecisionsRoutes
 from stream.web.feed import Feed, snap_fps
+from stream.web.files import FileRoutes
+from stream.web.history import ChartHistory
 from stream.web.metrics import SnapshotCollector
 from stream.web.preview import LatestFrame, snap_height
 from stream.web.status import status_document
@@ -56,8 +63,9 @@ log = logging.getLogger(__name__)
 
 class PreviewServer:
     def __init__(self, address: ServeAddress, names: list[str], token: str | None = None,
-                 allow_hosts: str | None = None) -> None:
-        """`allow_hosts`: comma-separated names a request's Host may give besides loopback and the bound address."""
+                 allow_hosts: str | None = None, clips_dir: str | Path | None = None) -> None:
+        """`allow_hosts`: comma-separated names a request's Host may give besides loopback and the bound address;
+        `clips_dir`: the run's --clips folder, whose files `/clips/` serves (and none outside it)."""
         self.address = address
         self.token = token
         redact.remember(token)
@@ -65,9 +73,13 @@ class PreviewServer:
         self.connections = guard.ConnectionGuard()
         self.frames = {name: LatestFrame(name) for name in names}
         self.snapshot: StatsSnapshot | None = None  # replaced whole by the render loop: never mutated
+        self.decisions = DecisionsView()  # likewise
         self.port: int | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(SnapshotCollector(lambda: self.snapshot, lambda: self.frames))
+        self.registry.register(DecisionsCollector(lambda: self.decisions))
+        self.clips_dir = clips_dir
+        self.history = ChartHistory()
         ProcessCollector(registry=self.registry)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -77,15 +89,32 @@ class PreviewServer:
         self._stopped = False
         self._feeds: dict[tuple[str, int | None, float], Feed] = {}  # (stream, height, fps): the event loop's own
         self.api = StreamsApi(lambda: self.snapshot, lambda: list(self.frames), address.host, token)
+        self.decision_routes = DecisionsRoutes(lambda: self.decisions, lambda: self.snapshot, lambda: list(self.frames),
+                                               self.history, lambda: self._clips)
+        self.file_routes = FileRoutes(lambda: self._clips)
 
     @property
     def url(self) -> str:
         host = f"[{self.address.host}]" if ":" in self.address.host else self.address.host
         return f"http://{host}:{self.port}/"
 
+    @property
+    def clips_dir(self) -> Path | None:
+        return self._clips
+
+    @clips_dir.setter
+    def clips_dir(self, folder: str | Path | None) -> None:
+        """Resolved once: /clips/ compares each request's resolved path with it."""
+        self._clips = None if folder is None else Path(folder).resolve()
+
     # The render loop's side (the pipeline's Ui protocol, beside the dashboard).
     def update(self, snap: StatsSnapshot) -> None:
         self.snapshot = snap
+        self.history.sample(snap)
+
+    def update_decisions(self, view: DecisionsView) -> None:
+        """The steady labels, segments and events, as of the run loop's latest look (an immutable view)."""
+        self.decisions = view
 
     def add_stream(self, name: str) -> LatestFrame:
         """The preview sink of a stream (one that joins a run in progress gets its own); its page link follows."""
@@ -179,6 +208,8 @@ class PreviewServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._health)
         self.api.routes(app)
+        self.decision_routes.routes(app)
+        self.file_routes.routes(app)
         app.on_shutdown.append(self._on_shutdown)
         # handler_cancellation: a viewer that hangs up while its stream has no new frame (the model still
         # loading, a stalled camera) is let go then, not at the next frame.
