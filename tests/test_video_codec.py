@@ -102,3 +102,28 @@ def test_a_bad_codec_flag_is_one_line(tmp_path):
     result = run_cli("--source", "x.mp4", "--output", str(tmp_path / "o.mp4"), "--codec", "mjpg")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "cannot be written into .mp4" in result.stderr
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(2, 1), (4, 1), (16, 0)])
+def test_codecs_run_one_thread_on_a_small_box_and_their_own_choice_on_a_big_one(tmp_path, monkeypatch, views,
+                                                                                 cores, threads):
+    """Frame threads buy wall time with CPU the model needs on a small box (stream.cores.codec_threads)."""
+    from stream import cores as cores_module
+    from stream.media.sources import open_source
+
+    monkeypatch.setattr(cores_module, "available_cores", lambda: cores)
+    path = tmp_path / "out.mp4"
+    encoder = video_writer.H264Encoder(str(path), 30.0, 640, 360)
+    assert encoder._stream.codec_context.thread_count == threads
+    for v in views:
+        encoder.write(cv2.resize(v, (640, 360)))
+    encoder.close()
+    source = open_source(str(path))
+    try:
+        decoding = int(source._cap.get(cv2.CAP_PROP_N_THREADS))
+        plain = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)  # FFmpeg's own choice
+        assert decoding == (1 if threads == 1 else int(plain.get(cv2.CAP_PROP_N_THREADS)))
+        plain.release()
+        assert sum(1 for _ in iter(source.read, None)) == len(views)
+    finally:
+        source.close()

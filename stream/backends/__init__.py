@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from models.spec import ModelInfo
-from stream.backends.cores import available_cores as available_cores  # the one name callers import
 from stream.backends.registry import (  # noqa: F401 - the package's names for what the registry holds
     AUTO,
     BACKEND_NAMES,
@@ -34,6 +33,7 @@ from stream.backends.registry import (  # noqa: F401 - the package's names for w
     resolve_precision,
     runs,
 )
+from stream.cores import available_cores as available_cores  # the one name callers import
 
 if TYPE_CHECKING:
     from stream.backends.quantize import Calibration

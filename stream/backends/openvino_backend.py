@@ -22,10 +22,10 @@ import numpy as np
 from models.spec import ModelRequest, package_version
 from stream.backends import BackendOptions, Capabilities, LoadRecord, resolve_precision, timed_warmup
 from stream.backends.cache import ArtifactCache, Build, Lookup, Unusable
-from stream.backends.cores import available_cores
 from stream.backends.onnx_model import run_graph
 from stream.backends.quantize import onnx_for
 from stream.backends.registry import require_package
+from stream.cores import available_cores
 from stream.errors import UserError
 
 

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import cv2
 
+from stream.cores import codec_threads
 from stream.errors import StreamError, UserError
 from stream.frames import Frame
 from stream.media.headers import FORMATS, image_size
@@ -391,7 +392,8 @@ def open_source(uri: str, read_timeout_ms: int = URL_TIMEOUT_MS, max_image_pixel
             )
         return VideoSource(f"camera:{uri}", "camera", cap, live=True)
     if uri.lower().startswith(URL_SCHEMES):
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, URL_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_timeout_ms]
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, URL_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_timeout_ms,
+                  cv2.CAP_PROP_N_THREADS, codec_threads()]
         shown = mask_uri(uri)  # the source's name everywhere it is shown or stored: no credentials
         cap = open_url(uri, params)
         if not cap.isOpened():
@@ -411,7 +413,7 @@ def open_source(uri: str, read_timeout_ms: int = URL_TIMEOUT_MS, max_image_pixel
         return ImageSource(uri, [path], max_image_pixels)
     if not os.access(path, os.R_OK):
         raise UserError(f"{uri}: file is not readable; check its permissions")
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, codec_threads()])
     if not cap.isOpened():
         raise UserError(f"{uri}: not a video or image OpenCV can decode; pass a video file (mp4, avi, mkv...)")
     return VideoSource(uri, "file", cap, live=False)

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from stream.config import CODECS
+from stream.cores import codec_threads
 from stream.errors import UserError
 
 AUTO = {".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".mkv": "h264", ".avi": "mjpg"}
@@ -114,6 +115,7 @@ class H264Encoder:
             raise UserError(f"--output {path}: cannot be written ({exc})") from None
         self._stream = self._container.add_stream("libx264", rate=rate, options=dict(X264_OPTIONS))
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
+        self._stream.codec_context.thread_count = codec_threads()
         self._stream.codec_context.time_base = 1 / rate
         self._time_base = 1 / rate
         self._next_pts = 0

@@ -100,7 +100,9 @@ def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], pl
         preprocessor = make_preprocessor(model.preprocess, backend.input_device, cfg.resize)
 
         def engine(totals, outputs, decisions=None) -> LocalEngine:
-            stage = local_inference(backend, preprocessor, list(model.categories), batching)
+            # Preprocessing on the host overlaps the model (stream.pipeline.inference); on a GPU it is the device's.
+            stage = local_inference(backend, preprocessor, list(model.categories), batching,
+                                    overlap=backend.input_device == "cpu")
             return LocalEngine(stage, Renderer(model.random_weights), batching, totals, plan.reconnect, outputs,
                                open_stream, cfg.keep_running, plan.health, decisions)
 

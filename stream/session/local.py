@@ -76,7 +76,8 @@ class LocalEngine:
         # The run's CPU by stage (stream.observe.cpu): each thread splits its own clock; this one is the render loop's.
         self.meter = totals.cpu or CpuMeter()
         self.clock = self.meter.track(ThreadCpu("session", "render loop"))
-        self.meter.track(self.stage.cpu)
+        for clock in self.stage.clocks:
+            self.meter.track(clock)
         self.started = False
         self.errors: list[BaseException] = []  # sinks that failed to close at their stream's end
         self._closed = False

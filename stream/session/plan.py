@@ -59,14 +59,17 @@ class StreamPlan:
         return "latest" if self.live else "block"
 
 
-def model_threads(cfg: Config, batch: int, cores: int) -> int | None:
+def model_threads(cfg: Config, cores: int) -> int | None:
     """Intra-op threads of a CPU backend for this run; None leaves the backend's own default (one per core).
 
-    int8 batches leave one core to decode, preprocessing and encoding: the model is no longer what bounds
-    the pipeline. Measured on 2 cores, AlexNet int8, 720p with video, batch 8: 1 thread 154-163 fps against
-    2 threads 130-150 (ONNX Runtime and OpenVINO alike); fp32 batch 8 the other way round (100 vs 107).
+    int8 leaves one core to decode, preprocessing and encoding: the model is no longer what bounds the
+    pipeline, and one intra-op thread spends less CPU per frame than two (their hand-offs cost). Measured on
+    2 cores, AlexNet int8, 720p with video, batch 8 (a file's): 1 thread 154-163 fps against 2 threads 130-150 (ONNX
+    Runtime and OpenVINO alike); fp32 batch 8 the other way round (100 vs 107). At batch 1 (a live camera's) it
+    needs the preprocessing overlapped with the model (stream.pipeline.inference): ONNX Runtime's AlexNet int8 alone
+    takes 7.7 ms of CPU per frame on one thread and 9.4 ms on two.
     """
-    if cfg.threads or cfg.precision != "int8" or batch == 1 or cores < 2:
+    if cfg.threads or cfg.precision != "int8" or cores < 2:
         return cfg.threads
     # A plan made before the run picked its backend (a library caller's) plans for what auto will pick.
     backend = cfg.backend if cfg.backend != AUTO else choose_backend(cfg.device, cfg.precision).name
@@ -116,7 +119,7 @@ def plan_run(cfg: Config, specs: list[StreamSpec], infos: list[SourceInfo], core
         LIVE_STALENESS_S if live or service else None)
     reconnect_on = cfg.reconnect == "on" or (cfg.reconnect == "auto" and (len(streams) > 1 or service))
     return RunPlan(streams, Batching(batch, timeout, stale), Reconnect(reconnect_on, cfg.max_reconnects),
-                   model_threads(cfg, batch, cores),
+                   model_threads(cfg, cores),
                    HealthRules(cfg.frozen_after_s, cfg.blank_after_s, cfg.reconnect_frozen))
 
 
