@@ -25,8 +25,10 @@ AUTO = {".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".mkv": "h264", ".avi": 
 ALLOWED = {".mp4": ("h264", "mp4v"), ".m4v": ("h264", "mp4v"), ".mov": ("h264", "mp4v", "mjpg"),
            ".mkv": ("h264", "mp4v", "mjpg"), ".avi": ("h264", "mp4v", "mjpg")}
 FOURCC = {"mp4v": "mp4v", "mjpg": "MJPG"}
-# ultrafast costs about what mp4v did on the 2-core machine (README: codec cost table); crf 23 is x264's default.
-X264_OPTIONS = {"preset": "ultrafast", "crf": "23"}
+# ultrafast costs about what mp4v did on the 2-core machine (README: codec cost table). A constant quantiser, not
+# x264's default crf 23: on the sample clip with its overlay, qp 22 gave a higher luma PSNR (43.1 dB mean, 42.0 the
+# worst frame, against 42.5 and 39.4) for 13 % less CPU a frame (4.6 against 5.3 ms, one thread) and 12 % more bytes.
+X264_OPTIONS = {"preset": "ultrafast", "qp": "22"}
 FASTSTART = (".mp4", ".m4v", ".mov")
 
 
