@@ -123,6 +123,29 @@ def test_each_stage_shows_the_cpu_it_burned_per_frame(batch):
     assert near(per["encode"], 4.0), per
 
 
+class BurningWriter:
+    """Stands in for the video's encoder: burns CPU on whichever thread encodes."""
+
+    def __init__(self, burn_ms):
+        self.burn_ms = burn_ms
+
+    def write(self, bgr):
+        burn(self.burn_ms)
+
+    def close(self):
+        pass
+
+
+def test_a_video_encoded_on_its_own_thread_is_the_encode_stage(tmp_path):
+    sink = VideoFileSink(str(tmp_path / "out.mp4"), 30.0, 96, 72)
+    sink._writer.close()
+    sink._writer = BurningWriter(4.0)
+    cpu = run(BurningSource(FRAMES, 1.0), BurningBackend(1.0), [sink])
+    assert sink.written == FRAMES
+    assert near(cpu.per_frame_ms("encode"), 4.0), cpu.stages  # the encoder thread's, read by its name
+    assert cpu.per_frame_ms("other_threads") < 0.2, cpu.stages
+
+
 def test_the_parts_add_up_to_the_process_cpu():
     cpu = run(BurningSource(FRAMES, 2.0), BurningBackend(4.0), [BurningSink(1.0)])
     assert set(STAGES) <= set(cpu.stages)

@@ -47,6 +47,7 @@ LABELS = {
 }
 WEB_THREADS = ("web", "preview-jpeg")  # stream.web.server's thread and JPEG pool, by their names
 EVENT_THREADS = ("clips", "webhook", "paho-mqtt", "mqtt")  # stream.outputs' clip worker, webhooks, paho's loop
+ENCODE_THREADS = ("encode-",)  # stream.outputs.sinks.VideoFileSink's encoder thread
 
 
 class ThreadCpu:
@@ -198,6 +199,7 @@ class CpuMeter:
         self._base_tasks: dict[int, float] = {}
         self._base_process = 0.0
         self._seen: dict[int, float] = {}  # each thread's CPU when last read: an ended thread keeps its share
+        self._roles: dict[int, str] = {}  # each Python thread's stage by its name, when last read: likewise
         self._started_at: float | None = None
         self._frozen: tuple[float, float, dict[int, float]] | None = None
 
@@ -224,8 +226,10 @@ class CpuMeter:
         """Read every thread's CPU now; threads that ended since keep what they were last seen using. Call it before
         closing what owns native threads (sources, encoders), so their last figures are kept."""
         tasks = task_cpu_s()
+        roles = {t.native_id: _role(t.name) for t in threading.enumerate()}
         with self._lock:
             self._seen.update(tasks)
+            self._roles.update(roles)
             return dict(self._seen)
 
     def stop(self) -> None:
@@ -249,7 +253,8 @@ class CpuMeter:
                 end = min(t.ended_at or now, now)
                 figures.append(ThreadFigures(t.name, t.role, sum(parts.values()), t.idle_s,
                                              max(end - max(t.bound_at, self._started_at), 0.0)))
-        roles = {t.native_id: _role(t.name) for t in threading.enumerate()}
+        with self._lock:
+            roles = {**self._roles, **{t.native_id: _role(t.name) for t in threading.enumerate()}}
         tracked = {c.native_id for c in threads}  # their own laps count them, alive or ended
         for tid, seconds in tasks.items():
             if tid in tracked:
@@ -265,6 +270,8 @@ class CpuMeter:
 def _role(name: str) -> str:
     if name.startswith(WEB_THREADS):
         return "web"
+    if name.startswith(ENCODE_THREADS):
+        return "encode"
     return "event_outputs" if name.startswith(EVENT_THREADS) else "other_threads"
 
 
