@@ -134,7 +134,9 @@ def test_200_join_leave_cycles_leave_threads_descriptors_and_memory_flat(tmp_pat
             session.remove(name).result(timeout=20)
             os.unlink(tmp_path / f"{name}.avi")
             if cycle in (19, 199):
-                wait_for(lambda: threading.active_count() <= 3 + 2, timeout=10)  # capture threads have ended
+                # capture threads have ended: left are ours, the steady camera's capture, the batch stage's two
+                # threads and the steady camera's video encoder
+                wait_for(lambda: threading.active_count() <= 3 + 4, timeout=10)
                 samples.append(_counts())
     finally:
         session.engine.stop_event.set()
