@@ -183,8 +183,10 @@ def test_a_flood_of_idle_and_half_sent_connections_is_closed_while_viewers_and_p
         assert srv.connections.count <= guard.MAX_CONNECTIONS
         closed = closed_by_server(socks, guard.IDLE_TIMEOUT_S + 8)
         assert len(closed) == 300
-        # Those beyond the cap made room for newer ones at once; the rest waited out the idle timeout.
-        assert sum(t - opened < guard.IDLE_TIMEOUT_S / 2 for t in closed) >= 300 - guard.MAX_CONNECTIONS
+        # Those beyond the cap made room for newer ones at once; the rest waited out the idle timeout, which no
+        # socket opened after `opened` can reach before opened + IDLE_TIMEOUT_S. (Half of it was the line before:
+        # on a loaded CI machine opening the 300 sockets took longer than that, and none was seen closed in time.)
+        assert sum(t - opened < guard.IDLE_TIMEOUT_S for t in closed) >= 300 - guard.MAX_CONNECTIONS
         assert sum(opened < t < opened + guard.IDLE_TIMEOUT_S for t in parts) >= 5  # the viewer kept its frames
         assert reader.is_alive()
     finally:
