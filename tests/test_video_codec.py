@@ -113,7 +113,7 @@ def test_codecs_run_one_thread_on_a_small_box_and_their_own_choice_on_a_big_one(
 
     monkeypatch.setattr(cores_module, "available_cores", lambda: cores)
     path = tmp_path / "out.mp4"
-    encoder = video_writer.H264Encoder(str(path), 30.0, 640, 360)
+    encoder = video_writer.PyAvEncoder(str(path), "h264", 30.0, 640, 360)
     assert encoder._stream.codec_context.thread_count == threads
     for v in views:
         encoder.write(cv2.resize(v, (640, 360)))

@@ -1,9 +1,12 @@
-"""Annotated video encoders: H.264 through PyAV (browsers play it), mp4v and Motion-JPEG through OpenCV.
+"""Annotated video encoders: H.264 and mp4v through PyAV (browsers play H.264), Motion-JPEG through OpenCV.
 
 OpenCV's pip wheels carry no H.264 encoder; PyAV's wheels bundle libx264. `.mp4` and its kin default to
 H.264 in yuv420p with the index at the front (`+faststart`), so a browser's `<video>` starts playing
 before the whole file has arrived; without PyAV or libx264 they fall back to mp4v and say why in one
 line. `.avi` stays Motion-JPEG: every complete frame stays playable if the process is killed outright.
+mp4v (FFmpeg's mpeg4) is written through PyAV too when it is there, at OpenCV's settings: OpenCV converts BGR to
+yuv420p with swscale, which made its writer 3.2 ms a 720p frame here against 2.5 ms for the same encoder fed by
+OpenCV's own colour conversion.
 """
 
 from __future__ import annotations
@@ -44,12 +47,20 @@ class Encoder(Protocol):
     def close(self) -> None: ...
 
 
+def pyav_available() -> bool:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def h264_unavailable() -> str | None:
     """Why H.264 cannot be written here, or None when it can."""
-    try:
-        import av
-    except ImportError:
+    if not pyav_available():
         return "PyAV is not installed (pip install av)"
+    import av
+
     if "libx264" not in av.codecs_available:
         return "this PyAV build has no libx264 encoder"
     return None
@@ -77,8 +88,8 @@ def choose_codec(path: str, codec: str = "auto") -> CodecChoice:
 
 
 def open_encoder(path: str, codec: str, fps: float, width: int, height: int) -> Encoder:
-    if codec == "h264":
-        return H264Encoder(path, fps, width, height)
+    if codec == "h264" or (codec == "mp4v" and pyav_available()):
+        return PyAvEncoder(path, codec, fps, width, height)
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*FOURCC[codec]), fps, (width, height))
     if not writer.isOpened():
         raise UserError(f"--output {path}: OpenCV cannot write {codec} here; try a .avi or .mp4 path")
@@ -103,10 +114,10 @@ class OpenCvEncoder:
         self._writer.release()
 
 
-class H264Encoder:
-    """libx264 through PyAV; close() flushes the encoder's delayed frames and writes the index."""
+class PyAvEncoder:
+    """libx264 or mpeg4 through PyAV; close() flushes the encoder's delayed frames and writes the index."""
 
-    def __init__(self, path: str, fps: float, width: int, height: int) -> None:
+    def __init__(self, path: str, codec: str, fps: float, width: int, height: int) -> None:
         import av
 
         rate = Fraction(fps).limit_denominator(1001)
@@ -115,7 +126,16 @@ class H264Encoder:
             self._container = av.open(path, "w", options=options)
         except (OSError, av.FFmpegError) as exc:
             raise UserError(f"--output {path}: cannot be written ({exc})") from None
-        self._stream = self._container.add_stream("libx264", rate=rate, options=dict(X264_OPTIONS))
+        if codec == "h264":
+            self._stream = self._container.add_stream("libx264", rate=rate, options=dict(X264_OPTIONS))
+        else:
+            self._stream = self._container.add_stream("mpeg4", rate=rate)
+            # OpenCV's writer's settings (cap_ffmpeg_impl.hpp): 1.5 bits per pixel per second of frames, a keyframe
+            # every 12, quantiser 3 at best. The sample clip's files come out the same size (1.42 MB for 120 frames)
+            # and closer to their frames (44.6 dB PSNR against 40.7: OpenCV's swscale rounds the colours coarsely).
+            rate_bits = int(min(1.5 * fps * width * height, 2**31 - 1))
+            context = self._stream.codec_context
+            context.bit_rate, context.bit_rate_tolerance, context.gop_size, context.qmin = rate_bits, rate_bits, 12, 3
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
         self._stream.codec_context.thread_count = codec_threads()
         self._stream.codec_context.time_base = 1 / rate
