@@ -1,12 +1,15 @@
 """Preprocessing against the definition of a correct input: torchvision's transform of the weights,
 applied through PIL, on real photographs and real (encoded, decoded) video frames of several sizes."""
 
+import threading
+
 import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import stream.pipeline.preprocess as preprocess_module
 from models.registry import reference_transform, spec_of
 from models.spec import PreprocessSpec
 from stream.media.sample import pan_zoom, photo
@@ -109,6 +112,34 @@ def test_batch_holds_each_frame_in_order():
     assert batch.shape == (3, 3, 224, 224) and batch.dtype == np.float32
     assert np.array_equal(batch[0], batch[2])
     assert not np.allclose(batch[0], batch[1])
+
+
+def test_kept_scratch_arrays_give_the_allocating_path_s_numbers(real_frames, monkeypatch):
+    spec = spec_of(reference_transform("efficientnet_lite0"))  # bicubic: rounding and clipping both matter
+    frames = [bgr for _, bgr in real_frames[::3]]
+    kept = Preprocessor(spec)(frames)
+    monkeypatch.setattr(preprocess_module, "_matvecs", None)
+    assert np.array_equal(kept, Preprocessor(spec)(frames))
+
+
+def test_threads_sharing_a_preprocessor_do_not_share_its_scratch():
+    preprocess = Preprocessor(spec_of(reference_transform("alexnet")))
+    images = [photo(name) for name in ("chelsea", "coffee")]
+    images = [cv2.resize(image, (640, 480)) for image in images]  # one frame size: one plan for both threads
+    expected = [preprocess([image])[0] for image in images]
+    wrong = []
+
+    def work(k: int) -> None:
+        for _ in range(40):
+            if not np.array_equal(preprocess([images[k]])[0], expected[k]):
+                wrong.append(k)
+
+    threads = [threading.Thread(target=work, args=(k % 2,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not wrong
 
 
 def test_make_preprocessor_picks_the_mode():

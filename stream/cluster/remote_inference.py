@@ -50,7 +50,7 @@ class Uint8Crop:
         if self._fast is not None:
             return np.ascontiguousarray(self._fast.planar(self._fast.crop(image)))
         planar = np.empty((3, self.crop, self.crop), np.float32)
-        self._faithful._plan(*image.shape[:2])(image, planar)
+        self._faithful.whole_values(image, planar)
         return planar.astype(np.uint8)
 
 
