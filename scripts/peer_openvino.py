@@ -12,11 +12,12 @@ drawn in frame order and written with OpenCV's mp4v writer. It runs the project'
 of the same weights, so only the loops differ.
 
 The project runs `run_stream.py` on the same clip, video written (mp4v like the peer unless `--codec h264`),
-for each backend/precision, at batch
-1 (as a live camera is run) and batch 8 (a file's default). Peer and project runs alternate in rounds,
-each a fresh process, so the machine's drift hits both; the table gives medians and the ratio to the
-peer's median. Project fps is the report's `fps.pipeline` (frames over wall time, warm-up excluded);
-the peer's is frames over the wall time of its loop, the same span.
+for each backend/precision, at batch 1 (as a live camera is run) and batch 8 (a file's default). Peer and
+project runs alternate in rounds, each a fresh process, the peer first in odd rounds and last in even ones,
+so the machine's drift hits both; the table gives medians, the ratio to the peer's median, and the median
+(and range) of each round's own project/peer ratio, which a slow spell shared by a round's runs does not
+move. Project fps is the report's `fps.pipeline` (frames over wall time, warm-up excluded); the peer's is
+frames over the wall time of its loop, the same span.
 """
 
 from __future__ import annotations
@@ -204,13 +205,20 @@ def main() -> int:
                     "--peer-precision", args.peer_precision]
         if args.threads:
             peer_cmd += ["--threads", str(args.threads)]
+        paired: dict[str, list[float]] = {}  # each round's project fps over the same round's peer fps
         for rnd in range(args.rounds):
-            out = subprocess.run(peer_cmd, capture_output=True, text=True, timeout=900)
-            try:
-                fps = json.loads(out.stdout.splitlines()[-1])["fps"]
-                runs.setdefault(f"{PEER}, {args.peer_precision}", []).append(fps)
-            except (IndexError, ValueError, KeyError):
-                errors["peer"] = out.stderr.strip()[-300:]
+            this_round: dict[str, float] = {}
+
+            def run_peer(this_round: dict[str, float] = this_round) -> None:
+                out = subprocess.run(peer_cmd, capture_output=True, text=True, timeout=900)
+                try:
+                    this_round[PEER] = json.loads(out.stdout.splitlines()[-1])["fps"]
+                    runs.setdefault(f"{PEER}, {args.peer_precision}", []).append(this_round[PEER])
+                except (IndexError, ValueError, KeyError):
+                    errors["peer"] = out.stderr.strip()[-300:]
+
+            if rnd % 2 == 0:  # who goes first alternates: a drift within a round favours neither side
+                run_peer()
             for backend, precision, batch in configs:
                 key = f"project: {backend} {precision}, batch {batch}"
                 r = project(clip, args.model, args.weights, backend, precision, batch, args.frames, cache, work,
@@ -219,15 +227,24 @@ def main() -> int:
                     errors[key] = r["error"]
                 else:
                     runs.setdefault(key, []).append(r["fps"])
+                    this_round[key] = r["fps"]
+            if rnd % 2 == 1:
+                run_peer()
+            for key, fps in this_round.items():
+                if key != PEER and PEER in this_round:
+                    paired.setdefault(key, []).append(fps / this_round[PEER])
             print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     base = statistics.median(runs.get(f"{PEER}, {args.peer_precision}", [float("nan")]))
     print(f"{args.model} ({args.weights}), {args.frames} frames of {Path(clip).name}, video written (peer mp4v, "
           f"project {args.codec}), "
-          f"{args.rounds} rounds, medians")
-    print(f"{'configuration':45} {'fps':>7} {'× peer':>7}   runs")
+          f"{args.rounds} rounds, medians; 'paired' is the median of each round's project/peer ratio (range)")
+    print(f"{'configuration':45} {'fps':>7} {'× peer':>7} {'paired':>7} {'range':>11}   runs")
     for key, values in runs.items():
         med = statistics.median(values)
-        print(f"{key:45} {med:7.1f} {med / base:7.2f}   {', '.join(f'{v:.1f}' for v in values)}")
+        ratios = paired.get(key)
+        pair = (f"{statistics.median(ratios):7.2f} {min(ratios):5.2f}-{max(ratios):4.2f}" if ratios
+                else f"{'':7} {'':>11}")
+        print(f"{key:45} {med:7.1f} {med / base:7.2f} {pair}   {', '.join(f'{v:.1f}' for v in values)}")
     for key, err in errors.items():
         print(f"{key}: FAILED ({err})")
     return 1 if errors else 0
