@@ -118,6 +118,7 @@ def _counts() -> tuple[int, int, float]:
 @pytest.mark.slow
 def test_200_join_leave_cycles_leave_threads_descriptors_and_memory_flat(tmp_path):
     outputs = Outputs({"output": str(tmp_path / "{stream}.avi"), "predictions": str(tmp_path / "all.jsonl")}, "mjpg")
+    before = threading.active_count()  # ours, and any an earlier test in this process left to die on its own
     session = local_session(GrayBackend(), Preprocessor(SPEC), CATEGORIES, Batching(2, 0.01), None,
                             keep_running=True, outputs=outputs)  # a UI that keeps no snapshot, as the real ones
     add(session, plan("steady", None, live=True), GraySource(10**6, live=True, delay_s=0.02), uri="steady")
@@ -134,9 +135,9 @@ def test_200_join_leave_cycles_leave_threads_descriptors_and_memory_flat(tmp_pat
             session.remove(name).result(timeout=20)
             os.unlink(tmp_path / f"{name}.avi")
             if cycle in (19, 199):
-                # capture threads have ended: left are ours, the steady camera's capture, the batch stage's two
-                # threads and the steady camera's video encoder
-                wait_for(lambda: threading.active_count() <= 3 + 4, timeout=10)
+                # capture threads have ended: left are those before, the runner, the steady camera's capture, the
+                # batch stage's two threads and the steady camera's video encoder
+                wait_for(lambda: threading.active_count() <= before + 1 + 4, timeout=10)
                 samples.append(_counts())
     finally:
         session.engine.stop_event.set()

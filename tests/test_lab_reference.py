@@ -58,5 +58,8 @@ def test_eval_and_bench_time_the_model_alike(sample_set, tmp_path):
     eval_row = json.loads((tmp_path / "eval" / "report.json").read_text())["rows"][0]
     bench_row = json.loads((tmp_path / "bench" / "report.json").read_text())["rows"][0]
     assert eval_row["latency"]["batches"] >= 30 and eval_row["latency"]["std_ms"] > 0
-    ratio = eval_row["latency"]["mean_ms"] / bench_row["latency"]["mean_ms"]
+    # The fastest batches: a neighbour's burst during one of the two runs moved their means and even their medians
+    # by 15-35 % (one run in about seven failed on means); it only ever adds time, so the minimum is what both
+    # measure alike when they time the same thing.
+    ratio = eval_row["latency"]["min_ms"] / bench_row["latency"]["min_ms"]
     assert 0.8 <= ratio <= 1.25, (eval_row["latency"], bench_row["latency"])

@@ -322,6 +322,45 @@ def test_persist_rewrites_the_sources_file_and_a_restart_finds_the_same_cameras(
     assert again.stop()[0] == 143
 
 
+@pytest.mark.slow
+def test_a_camera_down_at_start_waits_outside_the_run_and_joins_when_it_answers(services, cameras, tmp_path):
+    """One dead camera at boot neither stops the service nor leaves its sources file; it joins when it is back, and
+    one that is never back is said in the report, not a fault."""
+    cameras.outage(1, 8.0)  # answers 503 for the first 8 s
+    secret = CLOSED.replace("http://", "http://admin:pa55word@")
+    sources = tmp_path / "cameras.toml"
+    sources.write_text(f'[[source]]\nuri = "{cameras.url(0)}"\nname = "door"\n\n'
+                       f'[[source]]\nuri = "{cameras.url(1)}"\nname = "porch"\n\n'
+                       f'[[source]]\nuri = "{secret}"\nname = "attic"\n\n'
+                       f'[[source]]\nuri = "{CLOSED}"\nname = "shed"\n')
+    service = services("--sources", str(sources), "--persist", token=None)
+    listed = service.streams()
+    assert list(listed) == ["door", "porch", "attic", "shed"]
+    assert listed["door"]["state"] != "waiting" and listed["porch"]["state"] == "waiting"
+    assert listed["attic"]["attempts"] >= 1 and "cannot open stream" in listed["attic"]["error"]
+    assert "pa55word" not in json.dumps(listed)
+    assert service.add(cameras.url(2), "porch")[0] == 409  # a waiting stream's name is taken
+    assert service.remove("shed")[0] == 200  # a waiting camera can be given up
+    names = [e["name"] for e in tomllib.loads(sources.read_text())["source"]]
+    assert names == ["door", "porch", "attic"]  # rewritten on the removal: the waiting ones are still listed
+    service.wait(lambda: service.streams()["porch"]["state"] != "waiting" and service.shown("porch") > 0, timeout=90,
+                 what="the camera back from its outage to join and show frames")
+    assert service.shown("door") > 0 and service.streams()["attic"]["state"] == "waiting"
+    code, out, err = service.stop()
+    assert code == 143, err
+    assert "pa55word" not in out + err
+    report = json.loads((tmp_path / "report.json").read_text())
+    never = [w for w in report["warnings"] if "never answered" in w]
+    assert len(never) == 1 and "'attic'" in never[0] and "pa55word" not in never[0], report["warnings"]
+    assert {s["name"] for s in report["streams"]} >= {"door", "porch"}
+    assert [e["name"] for e in tomllib.loads(sources.read_text())["source"]] == ["door", "porch", "attic"]
+
+
+def test_a_run_that_is_not_a_service_still_refuses_a_dead_camera_at_once(tmp_path):
+    result = run_cli("--source", CLOSED, "--weights", "random", "--no-display", timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "cannot open stream" in result.stderr
+
+
 def test_persist_needs_a_sources_file():
     result = run_cli("--persist", "--keep-running")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--persist needs --sources" in result.stderr

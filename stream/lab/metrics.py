@@ -19,6 +19,7 @@ class Latency:
     batch: int
     mean_ms: float
     std_ms: float
+    min_ms: float  # the fastest batch: what the model costs when nothing else wants the cores
     p50_ms: float
     p95_ms: float
     p99_ms: float
@@ -36,7 +37,7 @@ class Latency:
         p50, p95, p99 = np.percentile(per_image, [50, 95, 99])
         return Latency(
             batches=int(s.size), batch=int(sizes.max()), mean_ms=float(per_image.mean()),
-            std_ms=float(per_image.std(ddof=1)) if s.size > 1 else 0.0,
+            std_ms=float(per_image.std(ddof=1)) if s.size > 1 else 0.0, min_ms=float(per_image.min()),
             p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99),
             batch_p95_ms=float(np.percentile(s * 1000, 95)), throughput=float(sizes.sum() / s.sum()),
         )

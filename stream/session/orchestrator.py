@@ -32,6 +32,7 @@ from stream.session.plan import RunPlan, buffer_left, plan_run, plan_stream
 from stream.session.records import RunOutcome, StreamSlot
 from stream.session.report import LoadTimes, build_report, summary, write_report
 from stream.session.session import Session
+from stream.session.waiting import Waiting, WaitingStreams, waits_when_down
 
 EXIT_INCOMPLETE = 4
 REMOVE_TIMEOUT_S = 30.0  # a removal waits this long for its stream's last frames and finalised outputs
@@ -56,6 +57,8 @@ class Run:
         self._changes = threading.Lock()  # streams joining and leaving, the sources file rewritten
         self._joining: set[str] = set()  # names held by streams whose source is being opened
         self._unlisted: set[int] = set()  # streams given with --source: --persist keeps them out of the sources file
+        self._given: set[str] = set()  # the names of the streams given with --source
+        self.waiting = WaitingStreams()  # a service's cameras that did not answer at start (stream.session.waiting)
         self.rules = None  # stream.decisions.rules.RuleSet
         self.decisions = None  # stream.decisions.hub.Decisions, local engine only
         self.decision_warnings: list[str] = []
@@ -93,11 +96,22 @@ class Run:
             WindowSink.check()
         window = cfg.engine == "local" and (cfg.display == "on" or (cfg.display == "auto" and display_available()))
         self.outputs.settings = {**self.outputs.settings, "display": window}
-        for spec in self.specs:
-            self.sources.append(open_stream(spec.uri, max_image_pixels=cfg.max_image_pixels))
+        self._given = {s.name for s in self.specs[:len(cfg.source)]}
+        self.specs = [spec for spec in self.specs if self._open_or_wait(spec)]
         self.plan = plan_run(cfg, self.specs, [s.info for s in self.sources], available_cores(), cfg.keep_running)
         for note in self.plan.notes:
             print(f"note: {note}", file=sys.stderr)
+
+    def _open_or_wait(self, spec: StreamSpec) -> bool:
+        """Open a stream given at start; a service's camera that does not answer waits outside the run."""
+        try:
+            self.sources.append(open_stream(spec.uri, max_image_pixels=self.cfg.max_image_pixels))
+            return True
+        except UserError as exc:
+            if not (self.cfg.keep_running and waits_when_down(spec.uri)):
+                raise
+            self.waiting.add(spec, str(exc), listed=spec.name not in self._given)
+            return False
 
     def _choose_backend(self) -> Config:
         from dataclasses import replace
@@ -159,6 +173,7 @@ class Run:
                 return self._conclude(outcome, launched)
         finally:
             self._close_decisions(None)
+            self.waiting.stop()
             if self.server is not None:
                 self.server.stop()
             for source in self.sources:  # those never handed to an engine; the engine closes its own
@@ -185,7 +200,7 @@ class Run:
             for i, (spec, stream_plan) in enumerate(zip(self.specs, plan.streams, strict=True)):
                 try:
                     slot = session.add(spec, sources[i].info, stream_plan, launched.owned(sources[i]))
-                    if i < len(cfg.source):
+                    if spec.name in self._given:
                         self._unlisted.add(slot.id)
                 except BaseException:
                     self.sources = sources[i + 1:]
@@ -195,8 +210,15 @@ class Run:
                 session.engine.finish(drain=False)
             session.ui.close()
             raise
-        outcome = session.run(interrupts)
+        self.waiting.start(self._join_waiting, self.remove_stream)
+        try:
+            outcome = session.run(interrupts)
+        finally:
+            self.waiting.stop()
         self._close_decisions(outcome)
+        for w in self.waiting.listing():
+            outcome.warnings.append(f"stream {w['name']!r} never answered ({w['attempts']} attempt(s)); the last "
+                                    f"error: {w['error']}")
         return outcome
 
     def _decide(self, model) -> None:
@@ -249,9 +271,16 @@ class Run:
         the run's own; it blocks while its source opens, up to 10 s for a dead URL). Its name is held from the
         start, so a second request for it is refused at once; `rename`: take the first free of NAME-2, NAME-3,
         ... instead (a name made from the URI). A stream that cannot join leaves nothing behind."""
+        return self._add_stream(spec, rename)
+
+    def _join_waiting(self, entry: Waiting) -> StreamSlot:
+        return self._add_stream(entry.spec, waited=entry, unlisted=not entry.listed)
+
+    def _add_stream(self, spec: StreamSpec, rename: bool = False, waited: Waiting | None = None,
+                    unlisted: bool = False) -> StreamSlot:
         session = self._running()
         with self._changes:
-            spec = self._hold_name(spec, rename)
+            spec = self._hold_name(spec, rename, waited)
         try:
             for secret in secrets_in(spec.uri):
                 remember(secret)
@@ -263,14 +292,23 @@ class Run:
                 with self._changes:
                     self.outputs.release(claimed)
                 raise
+            if unlisted:
+                self._unlisted.add(slot.id)
         finally:
             with self._changes:
                 self._joining.discard(spec.name)
         self._persist()
         return slot
 
-    def _hold_name(self, spec: StreamSpec, rename: bool) -> StreamSpec:
-        taken = self._joining | {s.name for s in self.present()}
+    def _hold_name(self, spec: StreamSpec, rename: bool, waited: Waiting | None = None) -> StreamSpec:
+        """Under `_changes`. A waiting stream's name is taken but by its own attempt (`waited`), which is refused
+        once it is no longer waited for."""
+        waiting = self.waiting.names()
+        if waited is not None:
+            if self.waiting.entry(spec.name) is not waited:
+                raise NameTaken(f"stream {spec.name!r} is no longer waited for")
+            waiting.discard(spec.name)
+        taken = self._joining | waiting | {s.name for s in self.present()}
         name, n = spec.name, 1
         while rename and name in taken:
             n += 1
@@ -300,7 +338,10 @@ class Run:
 
     def remove_stream(self, name: str, timeout_s: float = REMOVE_TIMEOUT_S) -> list:
         """A stream leaves the run; returns its sinks' summaries once its outputs are finalised (from any thread but
-        the run's own). Its report row stays."""
+        the run's own). Its report row stays. A stream still waiting to join is just no longer tried."""
+        if self.waiting.drop(name):
+            self._persist()
+            return []
         removal = self._running().remove(name)
         try:
             summaries = removal.result(timeout_s)
@@ -323,7 +364,10 @@ class Run:
         if not self.cfg.persist:
             return
         with self._changes:
-            specs = [s.spec for s in self.present() if s.id not in self._unlisted]
+            present = self.present()
+            joined = {s.name for s in present}  # a waiting stream that has just joined is dropped after this
+            specs = ([s.spec for s in present if s.id not in self._unlisted]
+                     + [spec for spec in self.waiting.listed() if spec.name not in joined])
             try:
                 write_text(sources_toml(specs), self.cfg.sources)
             except OSError as exc:

@@ -15,6 +15,7 @@ from stream.session.records import StreamSlot
 class Changes(Protocol):  # stream.session.orchestrator.Run
     specs: list[StreamSpec]  # the streams given at start
     session: object | None  # None while the model loads
+    waiting: object  # stream.session.waiting.WaitingStreams: cameras that did not answer at start
 
     def present(self) -> list[StreamSlot]: ...
 
@@ -30,11 +31,12 @@ class ServiceControl:
         self.run = run
 
     def streams(self) -> list[dict]:
+        waiting = self.run.waiting.listing()
         if self.run.session is None:  # the model is loading: the streams given at start, not opened yet
             return [{"name": s.name, "uri": mask_uri(s.uri), "target_fps": s.target_fps, "state": "starting"}
-                    for s in self.run.specs]
+                    for s in self.run.specs] + waiting
         return [{**about(slot), "state": "removing"} if self.run.leaving(slot) else about(slot)
-                for slot in self.run.present()]
+                for slot in self.run.present()] + waiting
 
     def add(self, uri: str, name: str | None, target_fps: float | None) -> dict:
         """A name made from the URI gets -2, -3, ... when taken; a name given must be free (NameTaken)."""

@@ -139,6 +139,7 @@ class StreamsApi:
             name = about["name"]
             state = about.get("state")
             row = no_row(name, state) if state else rows.get(name, no_row(name))
+            row.update({k: about[k] for k in ("attempts", "error") if k in about})  # a waiting camera's tries
             # Served widely without a token, streams appear by name only: a URI names hosts and paths.
             out.append({**row, "uri": about["uri"] if self.can_change else None, "target_fps": about["target_fps"]})
         return out
@@ -354,7 +355,11 @@ def openapi_document() -> dict:
                                                "token, where streams appear by name only"},
                         "target_fps": NULLABLE_NUMBER,
                         "state": {"type": "string", "description": "starting, connecting, running, reconnecting, "
-                                                                   "stalled, ended, failed, removing"},
+                                                                   "stalled, ended, failed, removing; waiting: "
+                                                                   "did not answer at start, tried again in the "
+                                                                   "background until it joins"},
+                        "attempts": {"type": "integer", "description": "waiting: the attempts to open it so far"},
+                        "error": {"type": "string", "description": "waiting: why the last attempt failed"},
                         "fps": NULLABLE_NUMBER,
                         "frames": {"type": "object", "nullable": True,
                                    "properties": {k: {"type": "integer", "nullable": True}

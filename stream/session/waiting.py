@@ -1,0 +1,136 @@
+"""Streams of a service (`--keep-running`, `--serve`) whose camera did not answer at start: they wait outside
+the run and are tried again in the background until they join, so one dead camera at boot neither stops
+the service nor drops out of its sources file. A stream that fails once it is in the run is the capture
+thread's to reconnect (stream.pipeline.capture); this is only for the ones that never opened.
+
+Files and folders are not waited for: a path that does not open is a mistake to fix, reported at start."""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from stream.errors import NameTaken, NotReady, UserError
+from stream.media.sources import URL_SCHEMES, is_camera_index
+from stream.media.streams import StreamSpec
+from stream.pipeline.capture import Reconnect
+from stream.redact import mask_uri, scrub
+
+RETRY = Reconnect(enabled=True, first_s=2.0, cap_s=60.0)
+
+
+def waits_when_down(uri: str) -> bool:
+    """A camera or a stream URL: down now, up later. A file is either there or a mistake."""
+    return is_camera_index(uri) or uri.lower().startswith(URL_SCHEMES)
+
+
+@dataclass
+class Waiting:
+    spec: StreamSpec
+    why: str  # the last attempt's one-line error
+    listed: bool  # from the sources file (--persist keeps it there), not --source
+    attempts: int = 1
+
+
+class WaitingStreams:
+    """The streams waiting to join, and the thread that tries them: `join` is the run's add_stream, called
+    from this thread only (it blocks up to the URL open timeout, never the run's loop)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, Waiting] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rng = random.Random(seed)
+
+    def add(self, spec: StreamSpec, why: str, listed: bool) -> None:
+        with self._lock:
+            self._waiting[spec.name] = Waiting(spec, why, listed)
+        print(f"warning: stream {spec.name!r}: {why}; the service tries it again in the background and it joins "
+              "when it answers (DELETE /api/streams/NAME stops that)", file=sys.stderr, flush=True)
+
+    def names(self) -> set[str]:
+        with self._lock:
+            return set(self._waiting)
+
+    def listed(self) -> list[StreamSpec]:
+        with self._lock:
+            return [w.spec for w in self._waiting.values() if w.listed]
+
+    def entry(self, name: str) -> Waiting | None:
+        with self._lock:
+            return self._waiting.get(name)
+
+    def listing(self) -> list[dict]:
+        with self._lock:
+            return [{"name": w.spec.name, "uri": mask_uri(w.spec.uri), "target_fps": w.spec.target_fps,
+                     "state": "waiting", "attempts": w.attempts, "error": scrub(w.why)}
+                    for w in self._waiting.values()]
+
+    def drop(self, name: str) -> bool:
+        with self._lock:
+            return self._waiting.pop(name, None) is not None
+
+    def start(self, join: Callable[[Waiting], object], leave: Callable[[str], object]) -> None:
+        """`join`: add the stream to the run (the run's checks); `leave`: take it out again (a DELETE that came
+        while its attempt was in flight)."""
+        if self._thread is None and self._waiting:
+            self._thread = threading.Thread(target=self._work, args=(join, leave), name="waiting-streams",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15.0)  # an attempt in flight gives up at the URL open timeout
+
+    def _work(self, join: Callable[[Waiting], object], leave: Callable[[str], object]) -> None:
+        attempt = 1
+        while not self._stop.is_set():
+            self._wake.wait(RETRY.delay(attempt, self._rng))
+            if self._stop.is_set():
+                return
+            with self._lock:
+                due = list(self._waiting.values())
+            if not due:
+                return
+            for entry in due:
+                if self._stop.is_set() or not self._still_waiting(entry):
+                    continue
+                self._try(entry, join, leave)
+            attempt += 1
+
+    def _still_waiting(self, entry: Waiting) -> bool:
+        with self._lock:
+            return self._waiting.get(entry.spec.name) is entry
+
+    def _try(self, entry: Waiting, join: Callable[[Waiting], object], leave: Callable[[str], object]) -> None:
+        try:
+            join(entry)
+        except NameTaken:  # a stream of that name was added meanwhile: it is the user's now
+            self.drop(entry.spec.name)
+            print(f"warning: stream {entry.spec.name!r}: no longer waited for (a stream of that name joined)",
+                  file=sys.stderr, flush=True)
+        except NotReady:
+            if not self._stop.is_set():
+                with self._lock:
+                    entry.attempts += 1
+        except UserError as exc:
+            with self._lock:
+                entry.attempts += 1
+                entry.why = str(exc)
+        else:
+            if not self._still_waiting(entry):  # removed while the attempt was in flight: it does not stay
+                try:
+                    leave(entry.spec.name)
+                except UserError as exc:
+                    print(f"warning: stream {entry.spec.name!r}: {exc}", file=sys.stderr, flush=True)
+                return
+            self.drop(entry.spec.name)
+            print(f"stream {entry.spec.name!r} answered after {entry.attempts} attempt(s): joined the run",
+                  flush=True)
