@@ -87,7 +87,9 @@ class WaitingStreams:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=15.0)  # an attempt in flight gives up at the URL open timeout
+            # Not the attempt in flight (up to the URL open timeout): a stop must not wait on a dead camera. It
+            # finds the run ended (NotReady) and closes what it opened.
+            self._thread.join(timeout=0.5)
 
     def _work(self, join: Callable[[Waiting], object], leave: Callable[[str], object]) -> None:
         attempt = 1
