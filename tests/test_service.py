@@ -356,6 +356,24 @@ def test_a_camera_down_at_start_waits_outside_the_run_and_joins_when_it_answers(
     assert [e["name"] for e in tomllib.loads(sources.read_text())["source"]] == ["door", "porch", "attic"]
 
 
+@pytest.mark.slow
+def test_a_stop_while_a_waiting_camera_is_tried_again_is_not_held_up_by_it(services, cameras, tmp_path):
+    gate = Gate(cameras.server.server_address[1])
+    gate.hang()  # accepted, never answered: each attempt blocks for the 10 s open timeout
+    sources = tmp_path / "cameras.toml"
+    sources.write_text(f'[[source]]\nuri = "{cameras.url(0)}"\nname = "steady"\n\n'
+                       f'[[source]]\nuri = "{gate.url("cam1.mjpg")}"\nname = "dead"\n')
+    service = services("--sources", str(sources), token=None)
+    assert service.streams()["dead"]["state"] == "waiting"
+    service.wait(lambda: gate.hung_connections >= 2, timeout=20, what="the waiting camera's second attempt")
+    asked = time.monotonic()
+    code, out, err = service.stop(signal.SIGTERM)
+    took = time.monotonic() - asked
+    gate.close()
+    assert code == 143 and took < 5, (code, took, err)
+    assert "Traceback" not in err
+
+
 def test_a_run_that_is_not_a_service_still_refuses_a_dead_camera_at_once(tmp_path):
     result = run_cli("--source", CLOSED, "--weights", "random", "--no-display", timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "cannot open stream" in result.stderr
