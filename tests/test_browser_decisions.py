@@ -84,11 +84,13 @@ def test_the_timeline_charts_and_events_of_a_real_run_render_and_update(browser,
         assert tile.find_element("css selector", ".steady").text.startswith("steady: ")
         chart = tile.find_element("css selector", ".chart").text
         assert all(s in chart for s in ("fps", "target fps", "p95 e2e ms", "budget ms"))
-        events = [li.text for li in tile.find_elements("css selector", ".events li")]
+        # Read in one script: the list is rebuilt on every update, so elements found one call earlier can be gone.
+        events, links = browser.execute_script(
+            "const t = arguments[0]; return [Array.from(t.querySelectorAll('.events li'), li => li.innerText),"
+            " Array.from(t.querySelectorAll('.events a'), a => a.href)];", tile)
         assert any(re.match(r"(start|end) (cat|coffee): .+ \d+% at [\d.]+ s \(\d\d:\d\d:\d\d UTC\)", e)
                    for e in events), events
         assert "delivered" in browser.find_element("id", "decisions").text
-        links = [a.get_attribute("href") for a in tile.find_elements("css selector", ".events a")]
         if HAS_CLIPS:
             assert links and all(fetch_status(browser, href) == 200 for href in links)
     finally:
