@@ -340,12 +340,15 @@ def test_a_camera_down_at_start_waits_outside_the_run_and_joins_when_it_answers(
     assert listed["attic"]["attempts"] >= 1 and "cannot open stream" in listed["attic"]["error"]
     assert "pa55word" not in json.dumps(listed)
     assert service.add(cameras.url(2), "porch")[0] == 409  # a waiting stream's name is taken
+    metrics = service.call("GET", "metrics")[1]
+    assert 'stream_waiting{stream="porch"} 1.0' in metrics and 'stream_waiting{stream="door"}' not in metrics
     assert service.remove("shed")[0] == 200  # a waiting camera can be given up
     names = [e["name"] for e in tomllib.loads(sources.read_text())["source"]]
     assert names == ["door", "porch", "attic"]  # rewritten on the removal: the waiting ones are still listed
     service.wait(lambda: service.streams()["porch"]["state"] != "waiting" and service.shown("porch") > 0, timeout=90,
                  what="the camera back from its outage to join and show frames")
     assert service.shown("door") > 0 and service.streams()["attic"]["state"] == "waiting"
+    assert 'stream_waiting{stream="porch"}' not in service.call("GET", "metrics")[1]
     code, out, err = service.stop()
     assert code == 143, err
     assert "pa55word" not in out + err

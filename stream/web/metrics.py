@@ -27,9 +27,11 @@ def _buckets(b: Buckets) -> list[tuple[str, float]]:
 
 class SnapshotCollector:
     def __init__(self, snapshot: Callable[[], StatsSnapshot | None],
-                 frames: Callable[[], dict[str, LatestFrame]]) -> None:
+                 frames: Callable[[], dict[str, LatestFrame]],
+                 waiting: Callable[[], list[str]] = lambda: []) -> None:
         self._snapshot = snapshot
         self._frames = frames
+        self._waiting = waiting  # a service's cameras that did not answer at start (stream.session.waiting)
 
     def collect(self) -> Iterator[Metric]:
         viewers = GaugeMetricFamily("stream_preview_viewers", "Browser viewers of a stream's MJPEG preview",
@@ -41,6 +43,11 @@ class SnapshotCollector:
             encodes.add_metric([name], frame.encodes)
         yield viewers
         yield encodes
+        waiting = GaugeMetricFamily("stream_waiting", "1 for a camera that did not answer at start and is tried "
+                                    "again in the background (not in the run yet)", labels=["stream"])
+        for name in self._waiting():
+            waiting.add_metric([name], 1.0)
+        yield waiting
         snap = self._snapshot()
         if snap is None:
             return

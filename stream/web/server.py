@@ -75,8 +75,9 @@ class PreviewServer:
         self.snapshot: StatsSnapshot | None = None  # replaced whole by the render loop: never mutated
         self.decisions = DecisionsView()  # likewise
         self.port: int | None = None
+        self.api = StreamsApi(lambda: self.snapshot, lambda: list(self.frames), address.host, token)
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(SnapshotCollector(lambda: self.snapshot, lambda: self.frames))
+        self.registry.register(SnapshotCollector(lambda: self.snapshot, lambda: self.frames, self._waiting))
         self.registry.register(DecisionsCollector(lambda: self.decisions))
         self.clips_dir = clips_dir
         self.history = ChartHistory()
@@ -88,7 +89,6 @@ class PreviewServer:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="preview-jpeg")
         self._stopped = False
         self._feeds: dict[tuple[str, int | None, float], Feed] = {}  # (stream, height, fps): the event loop's own
-        self.api = StreamsApi(lambda: self.snapshot, lambda: list(self.frames), address.host, token)
         self.decision_routes = DecisionsRoutes(lambda: self.decisions, lambda: self.snapshot, lambda: list(self.frames),
                                                self.history, lambda: self._clips)
         self.file_routes = FileRoutes(lambda: self._clips)
@@ -141,6 +141,10 @@ class PreviewServer:
     def control(self, control: StreamControl | None) -> None:
         """The run's streams, lent once they can change (`/api/streams` answers 503 to changes until then)."""
         self.api.control = control
+
+    def _waiting(self) -> list[str]:
+        control = self.api.control
+        return [] if control is None else [s["name"] for s in control.streams() if s.get("state") == "waiting"]
 
     def start(self) -> None:
         """Listening when this returns; a one-line error if the address cannot be bound."""
