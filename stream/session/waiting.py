@@ -114,10 +114,10 @@ class WaitingStreams:
     def _try(self, entry: Waiting, join: Callable[[Waiting], object], leave: Callable[[str], object]) -> None:
         try:
             join(entry)
-        except NameTaken:  # a stream of that name was added meanwhile: it is the user's now
-            self.drop(entry.spec.name)
-            print(f"warning: stream {entry.spec.name!r}: no longer waited for (a stream of that name joined)",
-                  file=sys.stderr, flush=True)
+        except NameTaken:  # given up (a DELETE) while this attempt began, or its name taken meanwhile
+            if self.drop(entry.spec.name):
+                print(f"warning: stream {entry.spec.name!r}: no longer waited for (a stream of that name joined)",
+                      file=sys.stderr, flush=True)
         except NotReady:
             if not self._stop.is_set():
                 with self._lock:
@@ -126,6 +126,10 @@ class WaitingStreams:
             with self._lock:
                 entry.attempts += 1
                 entry.why = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a fault in one attempt must not end the retries of all
+            with self._lock:
+                entry.attempts += 1
+                entry.why = f"{type(exc).__name__}: {exc}"
         else:
             if not self._still_waiting(entry):  # removed while the attempt was in flight: it does not stay
                 try:
