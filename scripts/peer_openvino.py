@@ -206,19 +206,19 @@ def main() -> int:
         if args.threads:
             peer_cmd += ["--threads", str(args.threads)]
         paired: dict[str, list[float]] = {}  # each round's project fps over the same round's peer fps
+
+        def run_peer(this_round: dict[str, float]) -> None:
+            out = subprocess.run(peer_cmd, capture_output=True, text=True, timeout=900)
+            try:
+                this_round[PEER] = json.loads(out.stdout.splitlines()[-1])["fps"]
+                runs.setdefault(f"{PEER}, {args.peer_precision}", []).append(this_round[PEER])
+            except (IndexError, ValueError, KeyError):
+                errors["peer"] = out.stderr.strip()[-300:]
+
         for rnd in range(args.rounds):
             this_round: dict[str, float] = {}
-
-            def run_peer(this_round: dict[str, float] = this_round) -> None:
-                out = subprocess.run(peer_cmd, capture_output=True, text=True, timeout=900)
-                try:
-                    this_round[PEER] = json.loads(out.stdout.splitlines()[-1])["fps"]
-                    runs.setdefault(f"{PEER}, {args.peer_precision}", []).append(this_round[PEER])
-                except (IndexError, ValueError, KeyError):
-                    errors["peer"] = out.stderr.strip()[-300:]
-
             if rnd % 2 == 0:  # who goes first alternates: a drift within a round favours neither side
-                run_peer()
+                run_peer(this_round)
             for backend, precision, batch in configs:
                 key = f"project: {backend} {precision}, batch {batch}"
                 r = project(clip, args.model, args.weights, backend, precision, batch, args.frames, cache, work,
@@ -229,7 +229,7 @@ def main() -> int:
                     runs.setdefault(key, []).append(r["fps"])
                     this_round[key] = r["fps"]
             if rnd % 2 == 1:
-                run_peer()
+                run_peer(this_round)
             for key, fps in this_round.items():
                 if key != PEER and PEER in this_round:
                     paired.setdefault(key, []).append(fps / this_round[PEER])

@@ -173,7 +173,6 @@ class Run:
                 return self._conclude(outcome, launched)
         finally:
             self._close_decisions(None)
-            self.waiting.stop()
             if self.server is not None:
                 self.server.stop()
             for source in self.sources:  # those never handed to an engine; the engine closes its own

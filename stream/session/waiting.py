@@ -42,7 +42,6 @@ class WaitingStreams:
     def __init__(self, seed: int | None = None) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[str, Waiting] = {}
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._rng = random.Random(seed)
@@ -85,7 +84,6 @@ class WaitingStreams:
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
         if self._thread is not None:
             # Not the attempt in flight (up to the URL open timeout): a stop must not wait on a dead camera. It
             # finds the run ended (NotReady) and closes what it opened.
@@ -93,10 +91,7 @@ class WaitingStreams:
 
     def _work(self, join: Callable[[Waiting], object], leave: Callable[[str], object]) -> None:
         attempt = 1
-        while not self._stop.is_set():
-            self._wake.wait(RETRY.delay(attempt, self._rng))
-            if self._stop.is_set():
-                return
+        while not self._stop.wait(RETRY.delay(attempt, self._rng)):
             with self._lock:
                 due = list(self._waiting.values())
             if not due:
@@ -108,8 +103,7 @@ class WaitingStreams:
             attempt += 1
 
     def _still_waiting(self, entry: Waiting) -> bool:
-        with self._lock:
-            return self._waiting.get(entry.spec.name) is entry
+        return self.entry(entry.spec.name) is entry
 
     def _try(self, entry: Waiting, join: Callable[[Waiting], object], leave: Callable[[str], object]) -> None:
         try:
