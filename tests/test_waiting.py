@@ -99,3 +99,28 @@ def test_a_stop_does_not_wait_for_an_attempt_in_flight():
     streams.stop()
     assert time.monotonic() - asked < 1.0
     assert streams.names() == {"dead"}
+
+
+def test_cameras_that_accept_and_never_answer_do_not_hold_up_one_that_is_back(monkeypatch):
+    monkeypatch.setattr(waiting_module, "PARALLEL", 4)
+    streams = WaitingStreams()
+    for k in range(6):  # more than PARALLEL: the back one is in the second group of the round
+        streams.add(StreamSpec(f"rtsp://cam/dead{k}", f"dead{k}"), "down", listed=True)
+    streams.add(StreamSpec("rtsp://cam/back", "back"), "down", listed=True)
+    release, tried = threading.Event(), []
+
+    def join(entry):
+        tried.append(entry.spec.name)
+        if entry.spec.name.startswith("dead"):
+            release.wait(2.0)  # each open hangs for its timeout
+            raise UserError("timed out")
+
+    streams.start(join, lambda name: None)
+    started = time.monotonic()
+    wait_for(lambda: "back" not in streams.names(), timeout=10)
+    took = time.monotonic() - started
+    release.set()
+    streams.stop()
+    # One after another, the back camera waited behind six 2 s timeouts (12 s); in groups of four, behind one.
+    assert took < 3.5, took
+    assert streams.names() == {f"dead{k}" for k in range(6)}
