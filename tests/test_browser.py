@@ -65,6 +65,62 @@ def test_the_page_shows_every_stream_live_with_changing_stats(browser):
         server.stop()
 
 
+class WaitingControl:
+    """The run's control as a service lends it: one stream in the run, one camera that did not answer at start
+    and is tried again (one more attempt each time the server lists the streams)."""
+
+    def __init__(self) -> None:
+        self.attempts, self.removed = 1, []
+
+    def streams(self) -> list[dict]:
+        self.attempts += 1
+        rows = [{"name": "chelsea", "uri": "chelsea", "target_fps": None}]
+        if "yard" not in self.removed:
+            rows.append({"name": "yard", "uri": "rtsp://***:***@yard.local/s1", "target_fps": None,
+                         "state": "waiting", "attempts": self.attempts,
+                         "error": "cannot open stream rtsp://***:***@yard.local/s1 (timed out)"})
+        return rows
+
+    def add(self, uri, name, target_fps):
+        raise AssertionError("not asked for")
+
+    def remove(self, name: str) -> list[dict]:
+        self.removed.append(name)
+        return []
+
+
+def test_a_waiting_camera_has_a_tile_with_its_attempts_and_error_and_can_be_removed(browser):
+    server = PreviewServer(parse_serve("127.0.0.1:0"), ["chelsea"])
+    server.start()
+    session = pipeline_for(server, [PhotoSource("chelsea", 600, fps=20)])
+    server.control = control = WaitingControl()
+    run = threading.Thread(target=session.run)
+    run.start()
+    try:
+        browser.get(server.url)
+        wait(lambda: len(browser.find_elements("css selector", "section.tile[data-stream]")) == 2)
+        [yard] = browser.find_elements("css selector", "section.tile[data-stream='yard']")
+        live = browser.find_element("css selector", "section.tile[data-stream='chelsea'] img")
+        wait(lambda: browser.execute_script("return arguments[0].naturalWidth", live) > 0)
+        text = wait(lambda: browser.execute_script(
+            "const t = arguments[0]; return [t.querySelector('.stats').textContent, t.querySelector('.why')"
+            "?.textContent, t.querySelector('img').hidden, t.querySelector('img').getAttribute('src')]", yard)
+            if "attempt" in yard.text else None)
+        stats, why, hidden, src = text
+        assert stats.startswith("waiting | not answering, attempt") and why.endswith("(timed out)")
+        assert hidden and src is None  # no image, and no connection to a feed that has no frames
+        first = int(stats.rsplit(" ", 1)[1])
+        wait(lambda: int(yard.find_element("css selector", ".stats").text.rsplit(" ", 1)[1]) > first)
+        yard.find_element("css selector", "button.remove").click()
+        wait(lambda: not browser.find_elements("css selector", "section.tile[data-stream='yard']"))
+        assert control.removed == ["yard"]
+        assert browser.find_elements("css selector", "section.tile[data-stream='chelsea']")
+    finally:
+        session.engine.stop_event.set()
+        run.join(30)
+        server.stop()
+
+
 def test_the_h264_output_plays_in_a_video_element(browser, tmp_path):
     video = tmp_path / "annotated.mp4"
     sink = VideoFileSink(str(video), 30.0, 640, 360)

@@ -342,6 +342,8 @@ def test_a_camera_down_at_start_waits_outside_the_run_and_joins_when_it_answers(
     assert service.add(cameras.url(2), "porch")[0] == 409  # a waiting stream's name is taken
     metrics = service.call("GET", "metrics")[1]
     assert 'stream_waiting{stream="porch"} 1.0' in metrics and 'stream_waiting{stream="door"}' not in metrics
+    page = service.call("GET", "api/status")[1]  # the page's tiles for the waiting ones
+    assert {w["name"] for w in page["waiting"]} == {"porch", "attic", "shed"} and "pa55word" not in json.dumps(page)
     assert service.remove("shed")[0] == 200  # a waiting camera can be given up
     names = [e["name"] for e in tomllib.loads(sources.read_text())["source"]]
     assert names == ["door", "porch", "attic"]  # rewritten on the removal: the waiting ones are still listed
@@ -430,6 +432,30 @@ def test_served_widely_without_a_token_streams_appear_by_name_only():
         finally:
             api.close()
         assert status["name"] == "gate" and status["state"] == "starting" and status["uri"] == shown
+
+
+class WaitingFake:
+    def streams(self):
+        return [{"name": "yard", "uri": "rtsp://***:***@10.0.0.9/s1", "target_fps": None, "state": "waiting",
+                 "attempts": 3, "error": "cannot open stream rtsp://***:***@10.0.0.9/s1 (timed out)"}]
+
+
+def test_the_page_shows_a_waiting_cameras_error_only_where_changes_are_allowed():
+    from stream.web.address import parse_serve
+    from stream.web.server import PreviewServer
+
+    for serve, token, with_error in (("0.0.0.0:0", None, False), ("0.0.0.0:0", "t", True),
+                                     ("127.0.0.1:0", None, True)):
+        server = PreviewServer(parse_serve(serve), [], token=token)
+        server.control = WaitingFake()
+        try:
+            rows = server._waiting_rows()  # /api/status's "waiting" (the page's tiles); the server is not started
+        finally:
+            server.api.close()
+        expected = {"name": "yard", "attempts": 3}
+        if with_error:  # the error names the camera's host, as the URI does
+            expected["error"] = "cannot open stream rtsp://***:***@10.0.0.9/s1 (timed out)"
+        assert rows == [expected], serve
 
 
 @pytest.mark.slow

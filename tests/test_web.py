@@ -156,7 +156,7 @@ def test_before_the_run_every_stream_is_starting(server):
     srv = server(["a", "b"])
     status, body = get(srv.url + "api/status")
     assert json.loads(body) == {"state": "starting", "streams": [{"name": "a", "state": "starting"},
-                                                                 {"name": "b", "state": "starting"}]}
+                                                                 {"name": "b", "state": "starting"}], "waiting": []}
     status, page = get(srv.url)
     assert status == 200 and b"api/status" in page
 
