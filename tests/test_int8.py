@@ -136,11 +136,14 @@ def test_int8_file_runs_leave_a_core_to_decode_and_encode():
     from stream.session.plan import model_threads
 
     cfg = replace(Config(), backend="onnxruntime", precision="int8")
-    assert model_threads(cfg, 2) == 1 and model_threads(cfg, 8) == 7  # at batch 1 too: preprocessing overlaps
-    assert model_threads(cfg, 1) is None  # one core: nothing to leave
-    assert model_threads(replace(cfg, precision="fp32"), 2) is None  # fp32: the model is the bottleneck
-    assert model_threads(replace(cfg, threads=2), 2) == 2  # the user's choice wins
-    assert model_threads(replace(cfg, backend="openvino"), 2) == 1
+    assert model_threads(cfg, 2, 8) == 1 and model_threads(cfg, 8, 4) == 7
+    assert model_threads(cfg, 2, 1) is None  # batch 1: the model call is the serial path, every core shortens it
+    assert model_threads(cfg, 1, 8) is None  # one core: nothing to leave
+    assert model_threads(replace(cfg, precision="fp32"), 2, 8) is None  # fp32: the model is the bottleneck
+    assert model_threads(replace(cfg, threads=2), 2, 8) == 2  # the user's choice wins
+    assert model_threads(replace(cfg, threads=1), 2, 1) == 1
+    assert model_threads(replace(cfg, backend="openvino"), 2, 8) == 1
+    assert model_threads(replace(cfg, backend="openvino"), 2, 1) == 1  # its second thread costs more than it gives
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])

@@ -59,20 +59,24 @@ class StreamPlan:
         return "latest" if self.live else "block"
 
 
-def model_threads(cfg: Config, cores: int) -> int | None:
+def model_threads(cfg: Config, cores: int, batch: int = FILE_BATCH) -> int | None:
     """Intra-op threads of a CPU backend for this run; None leaves the backend's own default (one per core).
 
     int8 leaves one core to decode, preprocessing and encoding: the model is no longer what bounds the
     pipeline, and one intra-op thread spends less CPU per frame than two (their hand-offs cost). Measured on
     2 cores, AlexNet int8, 720p with video, batch 8 (a file's): 1 thread 154-163 fps against 2 threads 130-150 (ONNX
-    Runtime and OpenVINO alike); fp32 batch 8 the other way round (100 vs 107). At batch 1 (a live camera's) it
-    needs the preprocessing overlapped with the model (stream.pipeline.inference): ONNX Runtime's AlexNet int8 alone
-    takes 7.7 ms of CPU per frame on one thread and 9.4 ms on two.
+    Runtime and OpenVINO alike; 130-150 against 123-128 again after the encoder's cut); fp32 batch 8 the other way
+    round (100 vs 107). At batch 1 (a live camera's) ONNX Runtime is the exception: each frame's model call is the
+    pipeline's serial path (7.4 ms of its ~8.2 ms a frame on the model's thread, the other core 80 % busy), and two
+    threads shorten it to ~5 ms for 0.7 ms more CPU: 116-123 against 124-128 fps, and 99-116 against 102-122 in a
+    noisier hour (paired median +5 %). OpenVINO's two threads cost 10.3 ms of CPU against 7.8 for no more fps.
     """
     if cfg.threads or cfg.precision != "int8" or cores < 2:
         return cfg.threads
     # A plan made before the run picked its backend (a library caller's) plans for what auto will pick.
     backend = cfg.backend if cfg.backend != AUTO else choose_backend(cfg.device, cfg.precision).name
+    if batch == 1 and backend == "onnxruntime":
+        return cfg.threads
     return cores - 1 if capabilities(backend).cpu_bound else cfg.threads
 
 
@@ -119,7 +123,7 @@ def plan_run(cfg: Config, specs: list[StreamSpec], infos: list[SourceInfo], core
         LIVE_STALENESS_S if live or service else None)
     reconnect_on = cfg.reconnect == "on" or (cfg.reconnect == "auto" and (len(streams) > 1 or service))
     return RunPlan(streams, Batching(batch, timeout, stale), Reconnect(reconnect_on, cfg.max_reconnects),
-                   model_threads(cfg, cores),
+                   model_threads(cfg, cores, batch),
                    HealthRules(cfg.frozen_after_s, cfg.blank_after_s, cfg.reconnect_frozen))
 
 
