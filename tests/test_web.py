@@ -3,6 +3,7 @@ viewers that read slowly or never. A real pipeline (stand-in backend) on real ph
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import logging
@@ -326,6 +327,8 @@ def test_stop_within_two_seconds_with_viewers_attached(server):
     srv.stop()
     assert time.monotonic() - started < 2.0
     assert not srv._thread.is_alive()
+    # Nothing left pending on the closed loop (each would be "destroyed but pending" at exit): the feeds ended.
+    assert not [t for t in asyncio.all_tasks(srv._loop) if not t.done()]
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
     stuck.close()

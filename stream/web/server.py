@@ -47,6 +47,7 @@ from stream.web.preview import LatestFrame, snap_height
 from stream.web.status import status_document
 
 STOP_TIMEOUT_S = 1.5  # the bound is 2 s for the whole stop
+FEEDS_END_S = 0.2  # within it: cleanup waits at most STOP_TIMEOUT_S / 2 for the handlers
 WRITE_TIMEOUT_S = 10.0
 # A viewer's kernel send buffer: left to autotuning, a viewer that never reads would park megabytes there
 # before its writes block and WRITE_TIMEOUT_S can notice.
@@ -235,6 +236,11 @@ class PreviewServer:
 
     async def _shutdown(self) -> None:
         await self._runner.cleanup()
+        # Feeds end on the stopping event that cleanup set: give them their last turn here, or the loop stops under
+        # them and each is "destroyed but pending" at exit (seen once at the end of a CI run).
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others, timeout=FEEDS_END_S)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         self._stopping.set()
