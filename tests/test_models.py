@@ -74,3 +74,47 @@ def test_random_weights_are_seeded_so_their_cached_exports_are_reproducible():
     assert torch.equal(torch.rand(1), expected)  # the caller's RNG state is untouched
     for (name, x), y in zip(a.module.state_dict().items(), b.module.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
+
+
+def test_on_a_gpu_every_model_call_runs_on_the_backends_own_thread(monkeypatch):
+    """cuDNN's plans are cached per thread: the warm-up's must be the inference thread's. Forced on the CPU here
+    (the same code path): every forward pass, from the loading thread and two others, runs on one thread, with
+    the logits of a backend that calls in place, and an error in a call is the caller's."""
+    import threading
+
+    from stream.backends import torch_backend
+
+    model = load_model("efficientnet_lite0", "imagenet")
+    batch = Preprocessor(model.preprocess)([photo("chelsea"), photo("coffee")])
+    plain = TorchBackend(ModelRequest("efficientnet_lite0"), BackendOptions(device="cpu"))
+    expected = plain.infer(batch)
+    plain.close()
+    monkeypatch.setattr(torch_backend, "own_thread", lambda device: True)
+    backend = TorchBackend(ModelRequest("efficientnet_lite0"), BackendOptions(device="cpu"))
+    seen = []
+    backend._module.register_forward_hook(lambda *args: seen.append(threading.get_ident()))
+    backend.warmup(1, 2)
+    results = []
+    callers = [threading.Thread(target=lambda: results.append(backend.infer(batch))) for _ in range(2)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(60)
+    assert len(seen) == 4 and len(set(seen)) == 1 and seen[0] != threading.get_ident()
+    assert all(t.ident not in seen for t in callers)
+    assert len(results) == 2 and all(np.array_equal(r, expected) for r in results)
+    with pytest.raises(RuntimeError):
+        backend.infer(np.zeros((1, 3, 7, 7), np.float32))  # too small for the network: raised here, not lost
+    padded = TorchBackend(ModelRequest("efficientnet_lite0"), BackendOptions(device="cpu", max_batch=4))
+    shapes = []
+    padded._module.register_forward_hook(lambda module, inputs, output: shapes.append(tuple(inputs[0].shape)))
+    logits = padded.infer(batch[:1])  # a partial batch runs at the batch's shape: one set of cuDNN plans
+    assert shapes == [(4, 3, 224, 224)] and logits.shape == (1, 1000)
+    assert np.abs(logits - expected[:1]).max() < 1e-4
+    padded.close()
+
+    from stream.observe.cpu import _role
+
+    assert _role(backend._device_thread._thread.name) == "inference_pool"  # its CPU is the model's
+    backend.close()
+    assert not backend._device_thread._thread.is_alive()

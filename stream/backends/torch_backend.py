@@ -2,9 +2,20 @@
 
 torch is imported inside functions: reading this class's capabilities (config validation, `--help`)
 must not cost torch's 3.5 s import.
+
+On CUDA every model call runs on one thread of the backend's own (`DeviceThread`): PyTorch keeps cuDNN's
+execution plans in thread-local caches (aten/src/ATen/native/cudnn), so the plans the warm-up built on the
+loading thread were built again by the inference thread on the run's first frames. On an H200,
+EfficientNet-Lite0 at fp16 takes 1.5-2.7 s to build them: `bench`'s 150-frame pipeline run counted that and
+showed 51 fps, where the same model at fp32 (plans built in 0.2 s) showed 162.
 """
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from queue import SimpleQueue
 
 import numpy as np
 
@@ -31,6 +42,40 @@ def check_runs(request: ModelRequest) -> None:
     if request.onnx_only:
         raise UserError(f"--backend torch runs torchvision architectures; {request.custom.name} is an ONNX model "
                         f"({request.custom.onnx.rsplit('/', 1)[-1]}): use --backend onnxruntime or openvino")
+
+
+class DeviceThread:
+    """Calls run on this one thread, in order; the caller waits for each (its exception is raised to it)."""
+
+    def __init__(self, name: str = "model-torch") -> None:  # "model-": the model's CPU (stream.observe.cpu)
+        self._calls: SimpleQueue = SimpleQueue()
+        # Daemon: a call stuck in the driver must not keep the process alive (the run's threads are daemons too).
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def call(self, fn: Callable, *args):
+        if threading.current_thread() is self._thread:
+            return fn(*args)
+        done: Future = Future()
+        self._calls.put((fn, args, done))
+        return done.result()
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            fn, args, done = item
+            try:
+                done.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - the caller's, raised by its result()
+                done.set_exception(exc)
+
+    def close(self) -> None:
+        self._calls.put(None)
+        self._thread.join(timeout=5)
+
+
+def own_thread(device: str) -> bool:
+    """Whether model calls need a thread of their own on this device (cuDNN's per-thread plans)."""
+    return device.startswith("cuda")
 
 
 class TorchBackend:
@@ -64,13 +109,29 @@ class TorchBackend:
         self.load = LoadRecord(model.load_s, None, "not used")
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.device)
+        # Started here, while the run counts threads born now as the model's (stream.observe.cpu).
+        self._device_thread = DeviceThread() if own_thread(self.device) else None
+        # On the GPU every call has the run's batch shape: cuDNN builds its plans per input shape, and at fp16 a new
+        # one (a file's last, partial batch; a live run's quiet moment) takes ~1.5 s of plans on an H200 (the warm-up's
+        # figure), which a 150-frame run at batch 8 counted: 79 fps against 470 at fp32. Padding rows cost a
+        # launch-bound GPU next to nothing.
+        self._pad_to = options.max_batch if own_thread(self.device) else 1
 
     def infer(self, batch) -> np.ndarray:
+        if self._device_thread is not None:
+            return self._device_thread.call(self._infer, batch)
+        return self._infer(batch)
+
+    def _infer(self, batch) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            x = torch.as_tensor(batch).to(self.device, self._dtype, non_blocking=True)
+            x = torch.as_tensor(batch)
+            count = x.shape[0]
+            if count < self._pad_to:
+                x = torch.cat([x, x.new_zeros((self._pad_to - count, *x.shape[1:]))])
+            x = x.to(self.device, self._dtype, non_blocking=True)
             x = x.contiguous(memory_format=self._memory_format)
-            logits = self._module(x)
+            logits = self._module(x)[:count]
             # .cpu() waits for the device, so the caller's clock sees finished work.
             return as_logits(logits.float().cpu().numpy(), self._graph)
 
@@ -84,6 +145,8 @@ class TorchBackend:
         return self._torch.cuda.max_memory_allocated(self.device) / 2**20
 
     def close(self) -> None:
+        if self._device_thread is not None:
+            self._device_thread.close()
         self._module = None
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()

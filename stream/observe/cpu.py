@@ -48,6 +48,7 @@ LABELS = {
 WEB_THREADS = ("web", "preview-jpeg")  # stream.web.server's thread and JPEG pool, by their names
 EVENT_THREADS = ("clips", "webhook", "paho-mqtt", "mqtt")  # stream.outputs' clip worker, webhooks, paho's loop
 ENCODE_THREADS = ("encode-",)  # stream.outputs.sinks.VideoFileSink's encoder thread
+MODEL_THREADS = ("model-",)  # a backend's own Python thread for its model calls (torch_backend.DeviceThread)
 
 
 class ThreadCpu:
@@ -272,6 +273,8 @@ def _role(name: str) -> str:
         return "web"
     if name.startswith(ENCODE_THREADS):
         return "encode"
+    if name.startswith(MODEL_THREADS):
+        return "inference_pool"
     return "event_outputs" if name.startswith(EVENT_THREADS) else "other_threads"
 
 
