@@ -449,13 +449,15 @@ def test_the_page_shows_a_waiting_cameras_error_only_where_changes_are_allowed()
         server = PreviewServer(parse_serve(serve), [], token=token)
         server.control = WaitingFake()
         try:
-            rows = server._waiting_rows()  # /api/status's "waiting" (the page's tiles); the server is not started
+            rows = server.api.waiting()  # /api/status's "waiting" (the page's tiles); the server is not started
+            [listed] = server.api._statuses()  # GET /api/streams
         finally:
             server.api.close()
         expected = {"name": "yard", "attempts": 3}
         if with_error:  # the error names the camera's host, as the URI does
             expected["error"] = "cannot open stream rtsp://***:***@10.0.0.9/s1 (timed out)"
         assert rows == [expected], serve
+        assert listed["attempts"] == 3 and listed.get("error") == expected.get("error"), serve
 
 
 @pytest.mark.slow

@@ -139,10 +139,23 @@ class StreamsApi:
             name = about["name"]
             state = about.get("state")
             row = no_row(name, state) if state else rows.get(name, no_row(name))
-            row.update({k: about[k] for k in ("attempts", "error") if k in about})  # a waiting camera's tries
+            row.update(self._tries(about))
             # Served widely without a token, streams appear by name only: a URI names hosts and paths.
             out.append({**row, "uri": about["uri"] if self.can_change else None, "target_fps": about["target_fps"]})
         return out
+
+    def _tries(self, about: dict) -> dict:
+        """A waiting camera's attempts and last error. The error names the camera's host, as its URI does: shown
+        where the URI is."""
+        keep = ("attempts", "error") if self.can_change else ("attempts",)
+        return {k: about[k] for k in keep if k in about}
+
+    def waiting(self) -> list[dict]:
+        """The cameras waiting to join the run (stream.session.waiting): the page's tiles, /metrics' gauge."""
+        if self.control is None:
+            return []
+        return [{"name": about["name"], **self._tries(about)} for about in self.control.streams()
+                if about.get("state") == "waiting"]
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document())
@@ -359,7 +372,8 @@ def openapi_document() -> dict:
                                                                    "did not answer at start, tried again in the "
                                                                    "background until it joins"},
                         "attempts": {"type": "integer", "description": "waiting: the attempts to open it so far"},
-                        "error": {"type": "string", "description": "waiting: why the last attempt failed"},
+                        "error": {"type": "string",
+                                  "description": "waiting: why the last attempt failed (where the uri is shown)"},
                         "fps": NULLABLE_NUMBER,
                         "frames": {"type": "object", "nullable": True,
                                    "properties": {k: {"type": "integer", "nullable": True}

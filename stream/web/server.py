@@ -144,16 +144,7 @@ class PreviewServer:
         self.api.control = control
 
     def _waiting(self) -> list[str]:
-        return [row["name"] for row in self._waiting_rows()]
-
-    def _waiting_rows(self) -> list[dict]:
-        """The cameras waiting to join the run (stream.session.waiting), for the page's tiles. Their errors name
-        hosts: a server that takes no changes (served widely without a token) shows the attempts alone."""
-        control = self.api.control
-        if control is None:
-            return []
-        keep = ("name", "attempts", "error") if self.api.can_change else ("name", "attempts")
-        return [{k: s[k] for k in keep if k in s} for s in control.streams() if s.get("state") == "waiting"]
+        return [row["name"] for row in self.api.waiting()]
 
     def start(self) -> None:
         """Listening when this returns; a one-line error if the address cannot be bound."""
@@ -251,7 +242,7 @@ class PreviewServer:
 
     async def _status(self, request: web.Request) -> web.Response:
         document = status_document(self.snapshot, list(self.frames))
-        document["waiting"] = self._waiting_rows()
+        document["waiting"] = self.api.waiting()
         return web.json_response(document, headers={"Cache-Control": "no-store"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
