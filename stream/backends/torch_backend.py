@@ -115,7 +115,7 @@ class TorchBackend:
         # one (a file's last, partial batch; a live run's quiet moment) takes ~1.5 s of plans on an H200 (the warm-up's
         # figure), which a 150-frame run at batch 8 counted: 79 fps against 470 at fp32. Padding rows cost a
         # launch-bound GPU next to nothing.
-        self._pad_to = options.max_batch if own_thread(self.device) else 1
+        self._pad_to = options.max_batch if self._device_thread is not None else 1
 
     def infer(self, batch) -> np.ndarray:
         if self._device_thread is not None:
