@@ -23,3 +23,4 @@ class RunInfo:
     resize: str = "faithful"  # preprocessing: "faithful" to the weights' transform, or "fast"
     interpolation: str = "bilinear"  # the weights' resize filter
     engine: str = "local"  # local | ray
+    threads: int | None = None  # a CPU runtime's intra-op threads

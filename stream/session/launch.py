@@ -8,6 +8,7 @@ stream.cluster.engine.launch_on_ray; the CLI chooses between them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -15,11 +16,14 @@ from dataclasses import dataclass, field, replace
 from models.spec import ModelInfo
 from stream.backends import BackendOptions, LoadRecord
 from stream.config import Config
+from stream.cores import available_cores
 from stream.errors import UserError
 from stream.media.sources import MAX_IMAGE_PIXELS, Source
 from stream.media.streams import StreamSpec
 from stream.observe.cpu import born_as
-from stream.session.plan import RunPlan
+from stream.session.plan import RunPlan, model_is_serial_path, rest_of_frame_ms
+
+PROBE_CALLS = 3  # model calls timed at load to check the plan's thread count
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class LoadedModel:
     precision: str
     load: LoadRecord
     warmup_s: float
+    threads: int | None = None  # a CPU runtime's intra-op threads
 
 
 @dataclass
@@ -89,13 +94,39 @@ def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], pl
     options = backend_options(cfg, plan, calibration_for(cfg, specs, sources))
     request = model_request(cfg)
     print(f"loading {request.describe()} on {cfg.backend}...", flush=True)
-    with born_as("inference_pool"):  # the runtime's own threads (its intra-op pool): the model's CPU
-        backend = backend_class(cfg.backend)(request, options)
+
+    def load(threads: int | None):
+        with born_as("inference_pool"):  # the runtime's own threads (its intra-op pool): the model's CPU
+            loaded = backend_class(cfg.backend)(request, replace(options, threads=threads))
+        try:
+            with born_as("inference_pool"):  # some runtimes start their pool at the first inference
+                seconds = loaded.warmup(batching.size, cfg.warmup)
+                if batching.size > 1:  # a partial batch (a file's last, a quiet moment) must not pay for a new shape
+                    seconds += loaded.warmup(1, min(cfg.warmup, 2))
+        except BaseException:
+            loaded.close()
+            raise
+        return loaded, seconds
+
+    backend, warmup_s = load(plan.threads)
+    record = backend.load
     try:
-        with born_as("inference_pool"):  # some runtimes start their pool at the first inference
-            warmup_s = backend.warmup(batching.size, cfg.warmup)
-            if batching.size > 1:  # a partial batch (a file's last, a quiet moment) must not pay for a new shape
-                warmup_s += backend.warmup(1, min(cfg.warmup, 2))
+        # The plan left cores to the rest of the pipeline (int8); on a CPU where the model is slow that starves it.
+        rest = rest_of_frame_ms([s.info for s in sources], bool(cfg.output)) if (
+            cfg.threads is None and plan.threads is not None and backend.input_device == "cpu") else None
+        if rest is not None:
+            with born_as("inference_pool"):
+                wall, cpu = _model_ms(backend, batching.size)
+            cores = available_cores()
+            if model_is_serial_path(wall, cpu, rest, cores):
+                print(f"the model takes {wall:.1f} ms a frame on {plan.threads} thread(s) against ~{rest:.0f} ms of "
+                      f"CPU for the rest of a frame: it bounds the run, so it gets all {cores} cores", flush=True)
+                first = backend.load
+                backend.close()
+                backend = None
+                backend, more = load(None)
+                warmup_s += more
+                record = _both(first, backend.load)
         model = backend.model
         preprocessor = make_preprocessor(model.preprocess, backend.input_device, cfg.resize)
 
@@ -106,7 +137,25 @@ def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], pl
             return LocalEngine(stage, Renderer(model.random_weights), batching, totals, plan.reconnect, outputs,
                                open_stream, cfg.keep_running, plan.health, decisions)
 
-        loaded = LoadedModel(model, backend.name, backend.device, backend.precision, backend.load, warmup_s)
+        loaded = LoadedModel(model, backend.name, backend.device, backend.precision, record, warmup_s,
+                             getattr(backend, "threads", None))
         yield Launched(loaded, engine, backend.device_peak_mb)
     finally:
-        backend.close()
+        if backend is not None:
+            backend.close()
+
+
+def _both(first: LoadRecord, second: LoadRecord) -> LoadRecord:
+    """Both loads of a reloaded model, as one: the report's build and cache tell what the first one did."""
+    builds = [b for b in (first.build_s, second.build_s) if b is not None]
+    return LoadRecord(first.weights_s + second.weights_s, sum(builds) if builds else None,
+                      second.cache if first.cache == "hit" else first.cache, second.artifact)
+
+
+def _model_ms(backend, batch: int) -> tuple[float, float]:
+    """Wall time and process CPU per frame of a few model calls. Nothing else runs yet (the engine reads the
+    sources later), so the process's CPU is the model's."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    backend.warmup(batch, PROBE_CALLS)
+    frames = batch * PROBE_CALLS
+    return (time.perf_counter() - wall) * 1e3 / frames, (time.process_time() - cpu) * 1e3 / frames

@@ -70,6 +70,8 @@ def model_threads(cfg: Config, cores: int, batch: int = FILE_BATCH) -> int | Non
     pipeline's serial path (7.4 ms of its ~8.2 ms a frame on the model's thread, the other core 80 % busy), and two
     threads shorten it to ~5 ms for 0.7 ms more CPU: 116-123 against 124-128 fps, and 99-116 against 102-122 in a
     noisier hour (paired median +5 %). OpenVINO's two threads cost 10.3 ms of CPU against 7.8 for no more fps.
+    Those figures are one CPU's: the load times the model on the threads left to it and gives it every core where
+    it turns out to bound the run (`model_is_serial_path`, stream.session.launch).
     """
     if cfg.threads or cfg.precision != "int8" or cores < 2:
         return cfg.threads
@@ -78,6 +80,30 @@ def model_threads(cfg: Config, cores: int, batch: int = FILE_BATCH) -> int | Non
     if batch == 1 and backend == "onnxruntime":
         return cfg.threads
     return cores - 1 if capabilities(backend).cpu_bound else cfg.threads
+
+
+# What a frame costs besides the model, per megapixel of source frame, measured on the 2-core boxes (a 720p frame,
+# AlexNet int8, report's cpu section): decoding ~2.3 ms, faithful preprocessing ~2.2, drawing, top-5 and the
+# pipeline's own hand-offs ~1.5; the annotated video's encoder (mp4v) ~4.8 more. An estimate for one decision only.
+REST_MS_PER_MPIXEL = 6.5
+ENCODE_MS_PER_MPIXEL = 5.2
+
+
+def rest_of_frame_ms(infos: Iterable[SourceInfo], writes_video: bool) -> float | None:
+    """The CPU a frame of these sources costs outside the model; None when there is no source yet (a service)."""
+    sizes = [info.width * info.height / 1e6 for info in infos]
+    if not sizes:
+        return None
+    return sum(sizes) / len(sizes) * (REST_MS_PER_MPIXEL + (ENCODE_MS_PER_MPIXEL if writes_video else 0.0))
+
+
+def model_is_serial_path(wall_ms: float, cpu_ms: float, rest_ms: float, cores: int) -> bool:
+    """Whether the model, on the threads `model_threads` left it, bounds the pipeline: its wall time per frame
+    exceeds what a frame takes when all its CPU (model and the rest) shares the cores. Then the cores it left free
+    idle and every core on the model gives more frames. How fast int8 runs differs between CPUs of one family:
+    AlexNet int8 batch 8 took 4.4 ms a frame on one thread on one 2-core EPYC and 15.6 on another (Zen 2), where one
+    thread gave 62 fps against 74 with two; OpenVINO int8 batch 1 there 35 against 50."""
+    return wall_ms > (cpu_ms + rest_ms) / cores
 
 
 @dataclass(frozen=True)
