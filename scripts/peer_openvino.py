@@ -118,20 +118,31 @@ def peer(clip: str, onnx_path: str, spec, categories: list[str], frames: int, ou
                         (0, 255, 0), 2)
         writer.write(frame)
 
+    # The demo's own order (classification_demo.py's main loop): show every completed result first, then read and
+    # submit a frame when a request is free, else wait for one. Submitting first would, on a live camera whose
+    # frames come slower than the model runs, leave every result to the end of the run.
     loop_start = time.perf_counter()
-    submitted, shown, frame = 0, 0, first
-    while frame is not None or shown < submitted:
-        if frame is not None and infer_queue.is_ready():
-            submit(submitted, frame)
-            submitted += 1
-            frame = frames_q.get()
-            continue
+    submitted, shown, pending, ended = 0, 0, first, False
+    while True:
         with lock:
-            lock.wait_for(lambda i=shown: i in results, timeout=0.01)
             ready = shown in results
         if ready:
             show(shown)
             shown += 1
+            continue
+        if not ended and infer_queue.is_ready():
+            frame = pending if pending is not None else frames_q.get()
+            pending = None
+            if frame is None:
+                ended = True
+            else:
+                submit(submitted, frame)
+                submitted += 1
+            continue
+        if ended and shown == submitted:
+            break
+        with lock:
+            lock.wait_for(lambda i=shown: i in results, timeout=0.01)
     infer_queue.wait_all()
     writer.release()
     wall = time.perf_counter() - loop_start
