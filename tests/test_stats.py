@@ -1,4 +1,5 @@
 import math
+import time
 from collections import deque
 
 import numpy as np
@@ -63,3 +64,27 @@ def test_model_fps_divides_batch_time_by_batch_size():
     for i in range(4):
         stats.inferred(_item(i, 0.0, inference_ms=40.0, batch=4).prediction)
     assert stats.model_fps() == pytest.approx(100.0)  # 4 frames per 40 ms
+
+
+def test_a_frozen_collector_keeps_its_figures_and_lets_its_samples_go():
+    stats = StatsCollector()
+    stats.start(now=100.0)
+    for i in range(2000):
+        t = 100.0 + i / 30
+        stats.captured(t)
+        item = _item(i, t, inference_ms=10.0 + i % 7)
+        stats.inferred(item.prediction)
+        stats.rendered(item, render_ms=2.0, at=t + 0.05)
+    before_snap, before_lat = stats.snapshot(stats.last_rendered_at), stats.latencies()
+    stats.freeze()
+    assert stats.latencies() == before_lat
+    after = stats.snapshot(time.perf_counter())  # any time later: a removed stream's figures are those of its end
+    assert (after.frames_rendered, after.fps_total, after.model_fps) == (2000, before_snap.fps_total,
+                                                                         before_snap.model_fps)
+    assert after.verdict == before_snap.verdict
+    assert not stats._all and not stats._recent and not stats._stamps  # ~2000 samples a stage no longer held
+    late = _item(2000, 200.0)  # a removed stream's capture may still hand over the frame it was reading
+    stats.captured(200.0)
+    stats.inferred(late.prediction)
+    stats.rendered(late, render_ms=2.0, at=200.1)
+    assert stats.snapshot().frames_read == 2000 and stats.latencies()["end_to_end"].count == 2000

@@ -150,6 +150,7 @@ class StatsCollector:
         self._model_s = 0.0  # summed per-frame model time
         self._top: list[TopK] = []
         self._steady: Steady | None = None
+        self._final: tuple[StatsSnapshot, dict[str, Percentiles]] | None = None  # once frozen
 
     def start(self, now: float | None = None) -> None:
         self.started_at = time.perf_counter() if now is None else now
@@ -166,6 +167,8 @@ class StatsCollector:
             self._queue_size, self.total_frames, self.target = queue_size, total_frames, target
 
     def _event(self, stage: str, at: float) -> None:
+        if self._final is not None:  # a frame a removed stream's capture still read as it stopped: not counted
+            return
         stamps = self._stamps[stage]
         stamps.append(at)
         while stamps[0] < at - RECENT_S:
@@ -179,6 +182,8 @@ class StatsCollector:
 
     def inferred(self, prediction: Prediction) -> None:
         with self._lock:
+            if self._final is not None:
+                return
             self._event("inference", prediction.done_at)
             self._model_s += prediction.times.inference_ms / prediction.times.batch_size / 1000
 
@@ -192,6 +197,8 @@ class StatsCollector:
             "end_to_end": (at - item.frame.captured_at) * 1000,
         }
         with self._lock:
+            if self._final is not None:
+                return
             self._event("pipeline", at)
             if self.first_rendered_at is None:
                 self.first_rendered_at = at
@@ -218,11 +225,24 @@ class StatsCollector:
     def latencies(self) -> dict[str, Percentiles]:
         """Every post-warm-up sample of the run, per stage."""
         with self._lock:
+            if self._final is not None:
+                return self._final[1]
             return {s: Percentiles.of_samples(v) for s, v in self._all.items()}
+
+    def freeze(self) -> None:
+        """A stream that has left the run: its figures are final. They are kept and its samples let go: a service
+        whose cameras come and go for months would otherwise hold every departed stream's latency samples (up to
+        EXACT_LIMIT values a stage, ~0.7 MB a stream) and its rolling windows."""
+        snap, latencies = self.snapshot(self.last_rendered_at), self.latencies()
+        with self._lock:
+            self._final = replace(snap, histograms={}), latencies  # the report's row reads neither histogram
+            self._all, self._stamps, self._recent = {}, {}, deque()
 
     def snapshot(self, now: float | None = None) -> StatsSnapshot:
         now = time.perf_counter() if now is None else now
         with self._lock:
+            if self._final is not None:
+                return self._final[0]
             recent = {s: Percentiles.of([smp[s] for _, smp in self._recent]) for s in STAGES}
             fps_1s, fps_10s, total = self._rates(now, 1.0), self._rates(now, 10.0), self._rates(now, None)
             counts = dict(self._counts)

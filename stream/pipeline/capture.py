@@ -112,6 +112,8 @@ class CaptureThread(Worker):
                 if self._halted() and self.end_reason == "end of input":
                     self.end_reason = "removed" if self.halt.is_set() and not self.stop.is_set() else "stopped"
             self.mux.close(self.stream, self.end_reason)
+            if self.watch is not None:  # its summary stays; the window of frame pairs is not needed any more
+                self.watch.reset()
 
     def _run(self) -> None:
         # Frames a live source buffered during start-up are seconds old: never show them as live. Skipping them waits

@@ -118,6 +118,7 @@ class Session:
             if threading.current_thread() is self._loop_thread:  # viewers see it gone once the caller is told
                 self._refresh(force=True)
         finally:
+            slot.stats.freeze()  # its report row is final; its samples need not stay for the rest of the run
             self._gone.add(slot.id)
             self._removals.pop(slot.id, None)
             if done.exception() is not None:
