@@ -12,7 +12,7 @@ from models.spec import PreprocessSpec
 from stream.config import Config
 from stream.frames import Frame
 from stream.media.streams import StreamSpec
-from stream.observe.cpu import STAGES, CpuMeter, ThreadCpu
+from stream.observe.cpu import STAGES, CpuMeter, ThreadCpu, task_cpu_s
 from stream.observe.dashboard import build_dashboard
 from stream.outputs.sinks import VideoFileSink
 from stream.pipeline.preprocess import Preprocessor
@@ -265,3 +265,61 @@ def test_bench_prints_the_cpu_table_of_its_pipeline_runs():
     assert near(float(values["inference"]), 4.0) and near(float(values["decode"]), 2.0)
     assert near(float(values["total"]), cpu["process_ms_per_frame"], 0.01)
     assert cpu_markdown({"rows": [{**row, "pipeline": None}]}) == []
+
+
+def test_threads_that_come_and_go_are_folded_into_their_stages_and_the_meter_stays_flat():
+    """A service's cameras come and go for months: each left a pipeline thread, and its decoder's native threads,
+    that every snapshot walked. Past the newest ENDED_KEPT, ended ones now live on only in their stages' totals."""
+    from stream.observe.cpu import ENDED_KEPT
+
+    meter = CpuMeter()
+    meter.start()
+
+    def camera(i: int) -> None:
+        clock = meter.track(ThreadCpu("capture", f"capture-cam{i}"))
+        clock.bind()
+        burn(4)
+        clock.lap("decode")
+        burn(1)
+        clock.end("capture")
+
+    def webhook(burned: threading.Barrier, release: threading.Event) -> None:  # untracked: read from /proc
+        burn(3)
+        burned.wait()
+        release.wait()
+
+    cameras = 3 * ENDED_KEPT
+    sizes = []
+    for round_ in range(3):
+        burned, release = threading.Barrier(ENDED_KEPT + 1), threading.Event()
+        workers = [threading.Thread(target=camera, args=(round_ * ENDED_KEPT + i,)) for i in range(ENDED_KEPT)]
+        workers += [threading.Thread(target=webhook, args=(burned, release), name=f"webhook-{round_}-{i}")
+                    for i in range(ENDED_KEPT)]
+        for w in workers:
+            w.start()
+        burned.wait()
+        meter.sample()  # as the run's refreshes do: a native thread is seen while it lives
+        release.set()
+        for w in workers:
+            w.join()
+        time.sleep(0.2)  # a joined thread can linger in /proc for a moment
+        meter.sample()
+        sizes.append((len(meter._threads), len(meter._seen), len(task_cpu_s())))
+    snap = meter.snapshot(frames=1)
+    # Flat: the newest cameras' rows, and the threads alive now (none of the 3 × 32 webhooks).
+    assert all(tracked == ENDED_KEPT and seen <= alive + 1 for tracked, seen, alive in sizes), sizes
+    assert len([t for t in snap.threads if t.name.startswith("capture-cam")]) == ENDED_KEPT
+    assert near(snap.stages["decode"] * 1000, cameras * 4.0)  # every camera's, the folded ones' too
+    assert near(snap.stages["capture"] * 1000, cameras * 1.0, 0.25)
+    assert near(snap.stages["event_outputs"] * 1000, cameras * 3.0)
+    assert abs(snap.stages["unattributed"]) < 0.1 * snap.process_s
+
+
+def test_threads_are_given_their_stage_by_name():
+    from stream.observe.cpu import _role
+
+    assert _role("webhook") == "event_outputs"  # the webhook worker: not the web server, though its name starts so
+    assert _role("web") == _role("web-api") == _role("preview-jpeg_0") == "web"
+    assert _role("clips") == _role("paho-mqtt-client-x") == "event_outputs"
+    assert _role("encode-out.mp4") == "encode" and _role("model-torch") == "inference_pool"
+    assert _role("Thread-7") == "other_threads"

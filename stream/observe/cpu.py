@@ -49,6 +49,9 @@ WEB_THREADS = ("web", "preview-jpeg")  # stream.web.server's thread and JPEG poo
 EVENT_THREADS = ("clips", "webhook", "paho-mqtt", "mqtt")  # stream.outputs' clip worker, webhooks, paho's loop
 ENCODE_THREADS = ("encode-",)  # stream.outputs.sinks.VideoFileSink's encoder thread
 MODEL_THREADS = ("model-",)  # a backend's own Python thread for its model calls (torch_backend.DeviceThread)
+# Ended pipeline threads kept by name in the threads table; older ones (a service's departed cameras) are folded into
+# their stages' totals, as every ended native thread is: what a snapshot walks stays flat over months of churn.
+ENDED_KEPT = 32
 
 
 class ThreadCpu:
@@ -203,6 +206,7 @@ class CpuMeter:
         self._roles: dict[int, str] = {}  # each Python thread's stage by its name, when last read: likewise
         self._started_at: float | None = None
         self._frozen: tuple[float, float, dict[int, float]] | None = None
+        self._folded: dict[str, float] = {}  # by stage: threads that ended and were let go
 
     def track(self, clock: ThreadCpu) -> ThreadCpu:
         with self._lock:
@@ -221,17 +225,47 @@ class CpuMeter:
         self._base_tasks = task_cpu_s()
         self._seen = dict(self._base_tasks)
         self._base_process = time.process_time()
-        self._started_at, self._frozen = time.perf_counter(), None
+        self._started_at, self._frozen, self._folded = time.perf_counter(), None, {}
 
     def sample(self) -> dict[int, float]:
         """Read every thread's CPU now; threads that ended since keep what they were last seen using. Call it before
         closing what owns native threads (sources, encoders), so their last figures are kept."""
-        tasks = task_cpu_s()
-        roles = {t.native_id: _role(t.name) for t in threading.enumerate()}
         with self._lock:
-            self._seen.update(tasks)
-            self._roles.update(roles)
-            return dict(self._seen)
+            return self._read()[0]
+
+    def _read(self) -> tuple[dict[int, float], list[ThreadCpu], dict[str, float]]:
+        """Under the lock, in one go: threads' CPU now, the tracked threads and the folded totals (a fold between
+        reading one and another would count a thread twice)."""
+        tasks = task_cpu_s()
+        self._seen.update(tasks)
+        self._roles.update({t.native_id: _role(t.name) for t in threading.enumerate()})
+        if self._started_at is not None and self._frozen is None:  # a stopped meter's figures stay as they were
+            self._fold(set(tasks))
+        return dict(self._seen), list(self._threads), dict(self._folded)
+
+    def _fold(self, alive: set[int]) -> None:
+        """Threads gone from the process: untracked ones' CPU into their stage's total at once, tracked ones beyond
+        the newest ENDED_KEPT likewise (their laps). A thread id the kernel hands out again is then a new thread."""
+        tracked = {c.native_id for c in self._threads}
+        gone = set(self._seen) - alive
+        ended = [c for c in self._threads if c.native_id is not None and c.native_id not in alive]
+        for clock in ended[:max(len(ended) - ENDED_KEPT, 0)]:
+            for part, seconds in dict(clock.parts).items():
+                self._folded[part] = self._folded.get(part, 0.0) + seconds
+            self._threads.remove(clock)
+            self._forget(clock.native_id)
+        claimed = {**born_stages(), **self._claimed}
+        for tid in gone - tracked:
+            stage = claimed.get(tid) or self._roles.get(tid) or "other_threads"
+            used = max(self._seen[tid] - self._base_tasks.get(tid, 0.0), 0.0)
+            self._folded[stage] = self._folded.get(stage, 0.0) + used
+            self._forget(tid)
+
+    def _forget(self, tid: int | None) -> None:
+        for table in (self._seen, self._base_tasks, self._roles, self._claimed):
+            table.pop(tid, None)
+        with _BORN_LOCK:
+            _BORN.pop(tid, None)
 
     def stop(self) -> None:
         """The run is over: later snapshots show it as it was now."""
@@ -241,10 +275,16 @@ class CpuMeter:
     def snapshot(self, frames: int) -> CpuSnapshot | None:
         if self._started_at is None:
             return None
-        now, process, tasks = self._frozen or (time.perf_counter(), time.process_time(), self.sample())
         with self._lock:
-            threads, claimed = list(self._threads), {**born_stages(), **self._claimed}
+            if self._frozen is not None:
+                (now, process, tasks), threads, folded = self._frozen, list(self._threads), dict(self._folded)
+            else:
+                now, process = time.perf_counter(), time.process_time()
+                tasks, threads, folded = self._read()
+            claimed = {**born_stages(), **self._claimed}
         stages = dict.fromkeys(STAGES, 0.0)
+        for stage, seconds in folded.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
         figures = []
         for t in threads:
             parts = dict(t.parts)
@@ -269,13 +309,13 @@ class CpuMeter:
 
 
 def _role(name: str) -> str:
+    if name.startswith(EVENT_THREADS):  # first: the webhook worker's name starts as the web server's does
+        return "event_outputs"
     if name.startswith(WEB_THREADS):
         return "web"
     if name.startswith(ENCODE_THREADS):
         return "encode"
-    if name.startswith(MODEL_THREADS):
-        return "inference_pool"
-    return "event_outputs" if name.startswith(EVENT_THREADS) else "other_threads"
+    return "inference_pool" if name.startswith(MODEL_THREADS) else "other_threads"
 
 
 __all__ = ["CpuMeter", "CpuSnapshot", "LABELS", "OVERHEAD", "STAGES", "ThreadCpu", "born_as", "native_threads",
