@@ -194,3 +194,41 @@ def test_a_service_with_no_stream_answers_and_ends_cleanly_on_ctrl_c(tmp_path):
     assert "Traceback" not in err
     data = json.loads(report.read_text())
     assert data["status"] == "interrupted" and data["frames"]["read"] == 0
+
+
+def test_beyond_the_newest_removed_streams_the_oldest_are_summed_and_let_go(tmp_path, monkeypatch):
+    from stream.backends import LoadRecord
+    from stream.observe.runinfo import RunInfo
+    from stream.session import session as session_module
+
+    monkeypatch.setattr(session_module, "REMOVED_LISTED", 3)
+    outputs = Outputs({"output": str(tmp_path / "{stream}.avi")}, "mjpg")
+    session = local_session(GrayBackend(), Preprocessor(SPEC), CATEGORIES, Batching(2, 0.01), NullUi(),
+                            keep_running=True, outputs=outputs)
+    add(session, plan("steady", None, live=True), GraySource(10**6, live=True, delay_s=0.02), uri="steady")
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.setdefault("outcome", session.run()))
+    runner.start()
+    shown = {}
+    try:
+        for cycle in range(8):
+            name, sink = f"cam{cycle}", RecordingSink()
+            session.add(StreamSpec(name, name), GraySource(40).info, plan(name, 40), GraySource(40, delay_s=0.002),
+                        [sink])
+            wait_for(lambda s=sink: len(s.items) == 40)
+            session.remove(name).result(timeout=20)
+            shown[name] = len(sink.items)
+        wait_for(lambda: len(session.slots) == 1 + 3)  # the steady camera and the 3 newest removed
+        assert sorted(session.engine.streams) == [0, 6, 7, 8] and session.engine.mux.dropped(1) == 0
+        assert session.snapshot().frames_read >= 8 * 40  # the run's totals still count every stream's frames
+    finally:
+        session.engine.stop_event.set()
+        runner.join(30)
+    outcome = result["outcome"]
+    info = RunInfo(GraySource(1).info, "gray", "none", False, "fake", "cpu", "fp32", 2, "block")
+    report = build_report(info, outcome, LoadTimes(LoadRecord(0.0, None, "not used"), 0.0, 0.0), 0.0, None)
+    assert [r["name"] for r in report["streams"]] == ["steady", "cam5", "cam6", "cam7"]
+    hidden = report["streams_not_listed"]
+    assert hidden["count"] == 5 and hidden["frames_read"] == hidden["frames_shown"] == 5 * 40
+    assert hidden["frames_written"] == sum(shown[f"cam{i}"] for i in range(5)) == 200
+    assert outcome.frames_read == sum(r["frames"]["read"] for r in report["streams"]) + 200

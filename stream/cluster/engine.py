@@ -220,6 +220,10 @@ class RayEngine:
                 track.removed.set_result([])
         return track.removed
 
+    def forget(self, stream_id: int) -> None:
+        """Kept: a removed stream's predictions part is merged into the shared log at the end (merge_predictions)."""
+        return None
+
     def live(self, stream_id: int, now: float) -> StreamLive:
         t = self.tracks[stream_id]
         last = t.last

@@ -201,6 +201,11 @@ class StreamMux:
     def dropped(self, stream: int) -> int:
         return sum(self.drops(stream).values())
 
+    def forget(self, stream: int) -> None:
+        """A stream that left and is no longer listed: its drop counts go too (the session keeps their sum)."""
+        with self._cond:
+            self._retired.pop(stream, None)
+
     def fill(self, stream: int) -> int:
         with self._cond:
             buf = self._buffers.get(stream)

@@ -116,6 +116,12 @@ class LocalEngine:
                 s.removed.set_result(s.summaries)
         return s.removed
 
+    def forget(self, stream_id: int) -> StreamOutcome:
+        """A removed stream whose outputs are finalised: its outcome, and nothing of it kept here or in the mux."""
+        outcome = self._outcome(self.streams.pop(stream_id))
+        self.mux.forget(stream_id)
+        return outcome
+
     def live(self, stream_id: int, now: float) -> StreamLive:
         s = self.streams[stream_id]
         c = s.capture

@@ -14,6 +14,7 @@ from stream.media.sources import Source, SourceInfo
 from stream.media.streams import StreamSpec
 from stream.media.truncation import DecodeCheck
 from stream.observe.stats import StatsCollector
+from stream.outputs.sinks import VideoSummary
 from stream.session.plan import StreamPlan
 
 REMOVED = "removed"  # a stream's state once it was taken out of a run in progress
@@ -73,6 +74,37 @@ class StreamOutcome:
         return self.slot.stats
 
 
+def written_frames(summaries: list) -> int | None:
+    """The frames a stream's video file holds, read from its sinks' typed summaries; None without a video."""
+    return next((s.written for s in summaries if isinstance(s, VideoSummary)), None)
+
+
+@dataclass
+class Retired:
+    """Removed streams a long service no longer lists one by one (the oldest beyond the newest few): their sum."""
+
+    count: int = 0
+    frames_read: int = 0
+    frames_shown: int = 0
+    stale_discarded: int = 0
+    dropped: int = 0
+    written: int | None = None  # frames in their video files, where they wrote one
+
+    def add(self, outcome: StreamOutcome) -> None:
+        self.count += 1
+        self.frames_read += outcome.frames_read
+        self.frames_shown += outcome.stats.snapshot().frames_rendered
+        self.stale_discarded += outcome.stale_discarded
+        self.dropped += sum(outcome.drops.values())
+        written = written_frames(outcome.sinks)
+        if written is not None:
+            self.written = (self.written or 0) + written
+
+    def as_dict(self) -> dict:
+        return {"count": self.count, "frames_read": self.frames_read, "frames_shown": self.frames_shown,
+                "frames_dropped": self.dropped, "stale_at_start": self.stale_discarded, "frames_written": self.written}
+
+
 @dataclass
 class RunOutcome:
     status: str  # completed | interrupted | error
@@ -81,14 +113,15 @@ class RunOutcome:
     streams: list[StreamOutcome] = field(default_factory=list)
     error: BaseException | None = None
     warnings: list[str] = field(default_factory=list)
+    retired: Retired = field(default_factory=Retired)  # removed streams no longer listed in `streams`
 
     @property
     def frames_read(self) -> int:
-        return sum(s.frames_read for s in self.streams)
+        return sum(s.frames_read for s in self.streams) + self.retired.frames_read
 
     @property
     def stale_discarded(self) -> int:
-        return sum(s.stale_discarded for s in self.streams)
+        return sum(s.stale_discarded for s in self.streams) + self.retired.stale_discarded
 
 
 @dataclass(frozen=True)

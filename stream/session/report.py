@@ -12,7 +12,7 @@ from stream.observe.histogram import METHOD
 from stream.observe.realtime import Measured, Verdict, combine, judge
 from stream.observe.runinfo import RunInfo
 from stream.observe.stats import STAGES, StatsCollector, peak_rss_mb
-from stream.outputs.sinks import VideoSummary
+from stream.session.records import written_frames
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,6 @@ def _source(source: SourceInfo, policy: str) -> dict:
             "width": source.width, "height": source.height, "live": source.live, "drop_policy": policy}
 
 
-def written_frames(summaries: list) -> int | None:
-    """The frames a stream's video file holds, read from its sinks' typed summaries; None without a video."""
-    return next((s.written for s in summaries if isinstance(s, VideoSummary)), None)
-
-
 def build_report(info: RunInfo, outcome, load: LoadTimes, process_start: float,
                  device_peak_mb: float | None) -> dict:
     """Totals at the top level; with several streams, each stream's own figures under `streams`.
@@ -85,6 +80,9 @@ def build_report(info: RunInfo, outcome, load: LoadTimes, process_start: float,
                         "error": None if o.error is None else f"{type(o.error).__name__}: {o.error}",
                         "source": _source(o.slot.info, o.slot.plan.policy),
                         **_figures(o.stats, o.stale_discarded, w)})
+    retired = outcome.retired
+    if retired.written is not None:
+        known.append(retired.written)
     totals = _figures(outcome.stats, outcome.stale_discarded, sum(known) if known else None)
     report = {
         "status": outcome.status,
@@ -106,9 +104,11 @@ def build_report(info: RunInfo, outcome, load: LoadTimes, process_start: float,
         "latency_method": METHOD,
         "warnings": outcome.warnings,
     }
-    if len(streams) > 1:
+    if len(streams) > 1 or retired.count:
         report["realtime"] = combine([(s["name"], Verdict(**s["realtime"])) for s in streams]).as_dict()
         report["streams"] = streams
+    if retired.count:  # a long service's oldest removed streams, summed (stream.session.session.REMOVED_LISTED)
+        report["streams_not_listed"] = retired.as_dict()
     return json_safe(report)
 
 

@@ -27,11 +27,12 @@ from stream.observe.realtime import Target, combine
 from stream.observe.stats import SnapshotRow, StatsCollector, StatsSnapshot
 from stream.pipeline.capture import ENDED, FAILED
 from stream.session.plan import StreamPlan
-from stream.session.records import REMOVED, EngineResult, RunOutcome, StreamLive, StreamOutcome, StreamSlot
+from stream.session.records import REMOVED, EngineResult, Retired, RunOutcome, StreamLive, StreamOutcome, StreamSlot
 
 UI_EVERY_S = 0.25
 STEP_S = 0.1  # the longest the loop goes without looking at interrupts and requests
 DEFAULT_TARGET_FPS = 30.0
+REMOVED_LISTED = 100  # removed streams a run lists one by one (its report rows); older ones are summed
 
 
 class Ui(Protocol):
@@ -56,6 +57,9 @@ class Engine(Protocol):
     def observe(self, snap: StatsSnapshot) -> None: ...
 
     def finish(self, drain: bool = True, reason: str = "stopped") -> EngineResult: ...
+
+    def forget(self, stream_id: int) -> StreamOutcome | None:
+        """A removed stream's final outcome, and the engine lets go of it; None where the engine must keep it."""
 
 
 class NoUi:
@@ -87,6 +91,7 @@ class Session:
         self._removals: dict[int, Future] = {}
         self.on_gone: Callable[[str], None] = lambda name: None  # told before the name is free (the web preview)
         self.on_refresh: Callable[[], None] = lambda: None  # on the loop's thread, with each UI update
+        self.retired = Retired()  # removed streams beyond the newest REMOVED_LISTED, summed and let go
 
     # ---- streams
 
@@ -205,7 +210,7 @@ class Session:
         return sum(self._live(s.id).queue_fill for s in self.slots)
 
     def _dropped(self) -> int:
-        return sum(sum(self._live(s.id).drops.values()) for s in self.slots)
+        return sum(sum(self._live(s.id).drops.values()) for s in self.slots) + self.retired.dropped
 
     def snapshot(self, now: float | None = None) -> StatsSnapshot:
         now = time.perf_counter() if now is None else now
@@ -268,11 +273,24 @@ class Session:
             if reason:
                 return reason
             self._serve_requests()
+            self._retire()
             reason = self.engine.step(STEP_S)
             if reason:
                 self._refresh(force=True)
                 return reason
             self._refresh()
+
+    def _retire(self) -> None:
+        """Beyond the newest REMOVED_LISTED removed streams, the oldest are summed into `retired` and let go by the
+        session and the engine: a service whose cameras come and go for months keeps a bounded record of them."""
+        while len(self._gone) > REMOVED_LISTED:
+            slot = next(s for s in self.slots if s.id in self._gone)  # slots are kept in the order they joined
+            outcome = self.engine.forget(slot.id)
+            if outcome is None:
+                return
+            self.retired.add(outcome)
+            self.slots.remove(slot)
+            self._gone.discard(slot.id)
 
     def _finish(self, status: str, end_reason: str, main_error: BaseException | None) -> RunOutcome:
         with self._lock:
@@ -284,7 +302,8 @@ class Session:
             with contextlib.suppress(Exception):
                 self._refresh(force=True)
             self.ui.close()
-        outcome = RunOutcome(status, end_reason, self.totals, result.streams, warnings=list(result.warnings))
+        outcome = RunOutcome(status, end_reason, self.totals, result.streams, warnings=list(result.warnings),
+                             retired=self.retired)
         error = result.failure or main_error or result.close_error or stream_errors(result.streams)
         if error is not None:
             outcome.status, outcome.error = "error", error
