@@ -147,7 +147,7 @@ def test_200_join_leave_cycles_leave_threads_descriptors_and_memory_flat(tmp_pat
           f"after 200: {threads1} threads, {fds1} fds, {rss1:.0f} MB")
     assert threads1 == threads0
     assert fds1 <= fds0 + 2
-    assert rss1 - rss0 < 40  # 180 more streams' report rows (bounded collectors) and nothing else
+    assert rss1 - rss0 < 40  # the newest 100 removed streams' rows (frozen collectors), the rest summed
 
 
 @pytest.mark.slow
@@ -219,7 +219,7 @@ def test_beyond_the_newest_removed_streams_the_oldest_are_summed_and_let_go(tmp_
             session.remove(name).result(timeout=20)
             shown[name] = len(sink.items)
         wait_for(lambda: len(session.slots) == 1 + 3)  # the steady camera and the 3 newest removed
-        assert sorted(session.engine.streams) == [0, 6, 7, 8] and session.engine.mux.dropped(1) == 0
+        assert sorted(session.engine.streams) == sorted(session.engine.collectors) == [0, 6, 7, 8]
         assert session.snapshot().frames_read >= 8 * 40  # the run's totals still count every stream's frames
     finally:
         session.engine.stop_event.set()

@@ -119,6 +119,7 @@ class LocalEngine:
     def forget(self, stream_id: int) -> StreamOutcome:
         """A removed stream whose outputs are finalised: its outcome, and nothing of it kept here or in the mux."""
         outcome = self._outcome(self.streams.pop(stream_id))
+        self.collectors.pop(stream_id, None)
         self.mux.forget(stream_id)
         return outcome
 
