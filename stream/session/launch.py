@@ -113,7 +113,7 @@ def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], pl
     try:
         # The plan left cores to the rest of the pipeline (int8); on a CPU where the model is slow that starves it.
         rest = rest_of_frame_ms([s.info for s in sources], bool(cfg.output)) if (
-            cfg.threads is None and plan.threads is not None and backend.input_device == "cpu") else None
+            cfg.threads is None and plan.threads is not None and backend.device == "cpu") else None
         if rest is not None:
             with born_as("inference_pool"):
                 wall, cpu = _model_ms(backend, batching.size)

@@ -116,8 +116,13 @@ class LocalEngine:
                 s.removed.set_result(s.summaries)
         return s.removed
 
-    def forget(self, stream_id: int) -> StreamOutcome:
-        """A removed stream whose outputs are finalised: its outcome, and nothing of it kept here or in the mux."""
+    def forget(self, stream_id: int) -> StreamOutcome | None:
+        """A removed stream whose outputs are finalised: its outcome, and nothing of it kept here or in the mux; None
+        while its capture thread still runs (asked again later)."""
+        s = self.streams[stream_id]
+        if s.capture.is_alive():  # still in a read: its source, late frames and errors are not settled yet
+            return None
+        _release_source(s)
         outcome = self._outcome(self.streams.pop(stream_id))
         self.collectors.pop(stream_id, None)
         self.mux.forget(stream_id)

@@ -92,6 +92,8 @@ class Session:
         self.on_gone: Callable[[str], None] = lambda name: None  # told before the name is free (the web preview)
         self.on_refresh: Callable[[], None] = lambda: None  # on the loop's thread, with each UI update
         self.retired = Retired()  # removed streams beyond the newest REMOVED_LISTED, summed and let go
+        self._departed: list[StreamSlot] = []  # removed streams in the order their removal finished
+        self._unfrozen: list[StreamSlot] = []  # ... whose collectors are not frozen yet
 
     # ---- streams
 
@@ -123,8 +125,9 @@ class Session:
             if threading.current_thread() is self._loop_thread:  # viewers see it gone once the caller is told
                 self._refresh(force=True)
         finally:
-            slot.stats.freeze()  # its report row is final; its samples need not stay for the rest of the run
             self._gone.add(slot.id)
+            self._departed.append(slot)
+            self._unfrozen.append(slot)
             self._removals.pop(slot.id, None)
             if done.exception() is not None:
                 removal.set_exception(done.exception())
@@ -283,12 +286,16 @@ class Session:
     def _retire(self) -> None:
         """Beyond the newest REMOVED_LISTED removed streams, the oldest are summed into `retired` and let go by the
         session and the engine: a service whose cameras come and go for months keeps a bounded record of them."""
-        while len(self._gone) > REMOVED_LISTED:
-            slot = next(s for s in self.slots if s.id in self._gone)  # slots are kept in the order they joined
+        # Frozen a step after their removal finished: an engine may still replay their last events then (Ray's poll).
+        while self._unfrozen:
+            self._unfrozen.pop().stats.freeze()
+        while len(self._departed) > REMOVED_LISTED:
+            slot = self._departed[0]
             outcome = self.engine.forget(slot.id)
             if outcome is None:
                 return
             self.retired.add(outcome)
+            self._departed.pop(0)
             self.slots.remove(slot)
             self._gone.discard(slot.id)
 
