@@ -45,7 +45,7 @@ def project(urls: list[str], a, work: Path) -> dict:
            "--model", a.model, "--weights", a.weights, "--backend", a.backend, "--precision", a.precision,
            "--max-frames", str(int(CAMERA_FPS * a.seconds)), "--cache-dir", a.cache_dir, "--codec", "mp4v",
            "--output", str(work / "project-{stream}.mp4" if len(urls) > 1 else work / "project.mp4"),
-           "--report", str(report), "--no-display", "--no-dashboard"]
+           "--report", str(report), "--no-display", "--no-dashboard", *a.project_args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=a.seconds * 4 + 300)
     if not report.is_file():
         return {"error": (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]}
@@ -87,6 +87,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0, help="each run's length (frames = 30 × seconds)")
     ap.add_argument("--max-cameras", type=int, default=12)
     ap.add_argument("--cache-dir", help="artifact cache (default: a fresh one)")
+    ap.add_argument("--project-args", nargs=argparse.REMAINDER, default=[],
+                    help="the rest of the line goes to the project's run_stream.py (e.g. --threads 1)")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--no-project", action="store_true")
     a = ap.parse_args()

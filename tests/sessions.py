@@ -14,9 +14,10 @@ from stream.session.session import Session
 
 def local_session(backend, preprocessor, categories, batching: Batching, ui=None, keep_running=False,
                   reconnect: Reconnect = Reconnect(), outputs: Outputs | None = None, opener=None,
-                  decisions=None) -> Session:
+                  decisions=None, calls: int = 1) -> Session:
     session = Session(batching.size, ui, backend.device_peak_mb, keep_running)
-    session.engine = LocalEngine(local_inference(backend, preprocessor, list(categories), batching), Renderer(False),
+    session.engine = LocalEngine(local_inference(backend, preprocessor, list(categories), batching, calls=calls),
+                                 Renderer(False),
                                  batching, session.totals, reconnect, outputs, opener, keep_running,
                                  decisions=decisions)
     return session

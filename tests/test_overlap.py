@@ -94,8 +94,12 @@ def test_streams_keep_their_order_and_end_after_their_last_result():
 def test_a_stop_mid_run_loses_no_frame_taken_from_the_buffers():
     """Every frame read is shown or counted as dropped at the stop, with the hand-off between the two threads full."""
     sink = RecordingSink()
-    backend = GrayBackend(0.03)
-    session = session_with(backend, Preprocessor(SPEC), 1, True)
+    session = session_with(GrayBackend(0.03), Preprocessor(SPEC), 1, True)
+    assert_a_stop_loses_nothing(session, sink)
+
+
+def assert_a_stop_loses_nothing(session, sink):
+    """Stop a long run once 10 results are out: every frame read is shown, in order, or dropped at the stop."""
     add(session, StreamPlan("s", False, 4, 30.0, False, 100_000), GraySource(100_000), [sink], uri="s")
     requests, result = Requests(), {}
     runner = threading.Thread(target=lambda: result.setdefault("outcome", session.run(requests)))

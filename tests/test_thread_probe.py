@@ -95,3 +95,27 @@ def test_a_fast_model_keeps_the_plans_thread(monkeypatch, capsys):
 def test_the_users_thread_count_is_not_second_guessed(monkeypatch, capsys):
     plan, threads, made, out = launched(monkeypatch, 30.0, capsys, threads=1)
     assert threads == 1 and len(made) == 1 and "gets all" not in out
+
+
+class SharedSession(BurningModel):
+    """A runtime whose one session takes calls from several threads at once (ONNX Runtime on the CPU)."""
+
+    parallel_calls = True
+
+
+def test_a_model_that_takes_calls_side_by_side_is_not_reloaded_but_called_from_every_core(monkeypatch, capsys):
+    monkeypatch.setattr("stream.backends.backend_class", lambda name: SharedSession)
+    monkeypatch.setattr(launch, "available_cores", lambda: 2)
+    monkeypatch.setattr(BurningModel, "ms_per_frame", 30.0)
+    monkeypatch.setattr(BurningModel, "made", [])
+    cfg = replace(Config(), backend="onnxruntime", precision="int8", warmup=1, output="out.mp4")
+    plan = plan_run(cfg, [StreamSpec("clip.mp4", "clip")], [HD], cores=2)
+    with launch.launch_local(cfg, [], [SimpleNamespace(info=HD)], plan) as run:
+        loaded = run.loaded
+    assert plan.threads == 1 and loaded.threads == 1 and loaded.calls == 2
+    assert len(BurningModel.made) == 1  # loaded once
+    assert "2 calls run side by side" in capsys.readouterr().out
+    # A fast model keeps one call at a time.
+    monkeypatch.setattr(BurningModel, "ms_per_frame", 1.0)
+    with launch.launch_local(cfg, [], [SimpleNamespace(info=HD)], plan) as run:
+        assert run.loaded.calls == 1

@@ -82,6 +82,9 @@ class OnnxRuntimeBackend:
         self._input_shape = onnx.input_shape
         self._graph = onnx.graph
         self.threads = so.intra_op_num_threads
+        # One session takes run() calls from several threads at once, each on its caller's thread at one intra-op
+        # thread (stream.pipeline.inference: model calls side by side); a GPU provider queues them on one device.
+        self.parallel_calls = self.device == "cpu"
         self.load = LoadRecord(onnx.weights_s + time.perf_counter() - started, onnx.build_s, onnx.cache,
                                str(onnx.path))
 

@@ -162,7 +162,8 @@ class _Receiver(Worker):
                 if isinstance(item, StreamEnd):
                     owner.outbox.put(item)
                     continue
-                owner.deliver(owner.classified(item))
+                if owner.deliver(owner.classified(item)):
+                    raise Stopped
         except Stopped:
             # Stopped: requests already sent are still answered and reach the sinks (the pipeline drains
             # `undelivered`), as a local batch in progress is finished.

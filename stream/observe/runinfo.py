@@ -24,3 +24,4 @@ class RunInfo:
     interpolation: str = "bilinear"  # the weights' resize filter
     engine: str = "local"  # local | ray
     threads: int | None = None  # a CPU runtime's intra-op threads
+    calls: int = 1  # model calls side by side (stream.pipeline.inference)

@@ -82,15 +82,17 @@ class BatchStage(Worker):
             results.append(Classified(frame, prediction))
         return results
 
-    def deliver(self, results: list[Classified]) -> None:
+    def deliver(self, results: list[Classified], cpu=None) -> bool:
+        """Results to the outbox; True (and the rest kept in `undelivered`) once the run has been stopped."""
         waiting = time.perf_counter()
         for i, item in enumerate(results):
             try:
                 self.outbox.put(item)
             except Stopped:  # counted as processed: they must still reach the sinks
                 self.undelivered.extend(results[i:])
-                raise
-        self.cpu.waited(waiting)
+                return True
+        (cpu or self.cpu).waited(waiting)
+        return False
 
 
 class InferenceThread(BatchStage):
@@ -99,18 +101,29 @@ class InferenceThread(BatchStage):
     With `overlap`, a second thread (`preprocess`) takes the next batch from the mux and preprocesses it while
     this one runs the model on the previous one: at batch 1 the model then needs only one intra-op thread
     to keep up, and one thread spends less CPU per frame than two (their hand-offs cost). The hand-off holds
-    one batch; stream ends travel through it in order, so results and ends still leave in frame order."""
+    one batch; stream ends travel through it in order, so results and ends still leave in frame order.
+
+    With `calls` > 1 (a runtime whose session takes calls from several threads at once: `parallel_calls`), that
+    many threads each run whole batches on one intra-op thread, side by side, and results leave in the order
+    the batches were handed over (`_InOrder`). Where the model bounds a run on a busy box, an intra-op pool's
+    every operator waits for its slowest thread, which the decoders and encoders keep preempting; calls side by
+    side wait for nothing and skip the pool's hand-offs (README: Where the CPU goes)."""
 
     def __init__(self, mux: StreamMux, outbox: FrameQueue, preprocess, backend: Backend, categories: list[str],
                  stats: Mapping[int, StatsCollector], totals: StatsCollector, stop: threading.Event,
-                 batching: Batching = Batching(), top: int = 5, overlap: bool = True) -> None:
+                 batching: Batching = Batching(), top: int = 5, overlap: bool = True, calls: int = 1) -> None:
         super().__init__("inference", mux, outbox, categories, stats, totals, stop, batching, top)
+        if calls > 1 and not overlap:
+            raise ValueError("model calls side by side take their batches from the preprocessing thread")
         self.preprocess, self.backend = preprocess, backend
-        self.feeder = _Preprocessing(self) if overlap else None
+        self.feeder = _Preprocessing(self, calls) if overlap else None
+        self.callers = [_Caller(self, f"inference-{i + 1}") for i in range(1, calls)]
+        self._order = _InOrder(self)
 
     @property
     def clocks(self) -> list:
-        return [self.cpu] if self.feeder is None else [self.cpu, self.feeder.cpu]
+        feeder = [] if self.feeder is None else [self.feeder.cpu]
+        return [self.cpu, *feeder, *(c.cpu for c in self.callers)]
 
     def work(self) -> None:
         # OpenCV's own pool would fight the backend's threads for the same cores.
@@ -119,14 +132,19 @@ class InferenceThread(BatchStage):
             self.batches(self.batching.size, self.batching.timeout_s, self._process, self.outbox)
             return
         self.feeder.start()
+        for caller in self.callers:
+            caller.start()
         try:
-            self._consume()
+            self.consume(self.cpu)
+            for caller in self.callers:  # each leaves after its own end marker
+                caller.join()
         except Stopped:
             self._finish_at_stop()
             raise
         finally:
-            if self.feeder.error is not None:
-                raise self.feeder.error
+            failed = next((w.error for w in (self.feeder, *self.callers) if w.error is not None), None)
+            if failed is not None:
+                raise failed
 
     def _process(self, frames: list[Frame]) -> None:
         cpu = self.cpu
@@ -135,10 +153,10 @@ class InferenceThread(BatchStage):
         inputs = self.preprocess([f.image for f in frames])
         t1 = time.perf_counter()
         cpu.lap("preprocess")
-        self._infer(frames, inputs, t1 - t0)
+        if self._order.emit(self._infer(frames, inputs, t1 - t0, cpu), cpu):
+            raise Stopped
 
-    def _infer(self, frames: list[Frame], inputs, preprocess_s: float) -> None:
-        cpu = self.cpu
+    def _infer(self, frames: list[Frame], inputs, preprocess_s: float, cpu) -> _Done:
         t1 = time.perf_counter()
         logits = self.backend.infer(inputs)
         t2 = time.perf_counter()
@@ -146,35 +164,37 @@ class InferenceThread(BatchStage):
         tops = top_k(logits, self.categories, self.top)
         t3 = time.perf_counter()
         cpu.lap("postprocess")
-        times = StageTimes(preprocess_s * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000, len(frames))
-        self.deliver(self.predictions(frames, tops, [times] * len(frames), t3))
+        return _Done(frames, tops, StageTimes(preprocess_s * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000, len(frames)),
+                     t3)
 
-    def _consume(self) -> None:
+    def consume(self, cpu) -> None:
+        """One model caller's loop (this thread's and each `_Caller`'s): hand-offs in, results released in order."""
         while True:
             waiting = time.perf_counter()
-            item = self.feeder.handoff.get()
-            self.cpu.waited(waiting)
-            self.cpu.lap("batching")
+            seq, item = self.feeder.handoff.get()
+            cpu.waited(waiting)
+            cpu.lap("batching")
             if isinstance(item, _Prepared):
-                self._infer(item.frames, item.inputs, item.preprocess_s)
-            elif isinstance(item, StreamEnd):
-                self.outbox.put(item)
-            else:  # the run's end
-                self.outbox.close("end of input")
+                item = self._infer(item.frames, item.inputs, item.preprocess_s, cpu)
+            if self._order.release(seq, item, cpu):
+                raise Stopped
+            if item is None:  # this caller's end marker
                 return
 
     def _finish_at_stop(self) -> None:
         """Batches taken from the mux and preprocessed when the stop came are classified all the same (the
         engine drains `undelivered` into the sinks): a frame taken from the mux is never lost."""
         self.feeder.join(STOP_JOIN_S)
+        for caller in self.callers:
+            caller.join(STOP_JOIN_S)
         left = [*self.feeder.handoff.drain(), *([self.feeder.held] if self.feeder.held is not None else [])]
-        for item in left:
+        for seq, item in left:
             if isinstance(item, _Prepared):
-                logits = self.backend.infer(item.inputs)
-                tops = top_k(logits, self.categories, self.top)
-                times = StageTimes(item.preprocess_s * 1000, 0.0, 0.0, len(item.frames))
-                self.undelivered.extend(self.predictions(item.frames, tops, [times] * len(item.frames),
-                                                         time.perf_counter()))
+                tops = top_k(self.backend.infer(item.inputs), self.categories, self.top)
+                item = _Done(item.frames, tops, StageTimes(item.preprocess_s * 1000, 0.0, 0.0, len(item.frames)),
+                             time.perf_counter())
+            self._order.release(seq, item, self.cpu)
+        self._order.flush(self.cpu)
 
 
 @dataclass(frozen=True)
@@ -184,16 +204,90 @@ class _Prepared:
     preprocess_s: float
 
 
+@dataclass(frozen=True)
+class _Done:
+    frames: list[Frame]
+    tops: list
+    times: StageTimes
+    done_at: float
+
+
+class _InOrder:
+    """Whatever the model callers finish, released in the order the preprocessing thread handed it over: each
+    stream's frames stay in order, and its end comes after its last result. Counting and delivery happen here,
+    one item at a time, so the stats are counted in frame order too. Once the run is stopped, results go to
+    the stage's `undelivered`, still in order (the engine drains them into the sinks)."""
+
+    def __init__(self, stage: InferenceThread) -> None:
+        self.stage = stage
+        self._lock = threading.Lock()
+        self._next = 0
+        self._ready: dict[int, object] = {}
+        self._closed = False
+        self._halted = False
+
+    def release(self, seq: int, item, cpu) -> bool:
+        """`item` is ready; emit it and whatever it unblocks. True once the run has been stopped."""
+        with self._lock:
+            self._ready[seq] = item
+            while self._next in self._ready:
+                self.emit(self._ready.pop(self._next), cpu)
+                self._next += 1
+            return self._halted
+
+    def flush(self, cpu) -> None:
+        """At a stop, after the callers: results behind a batch that never came back (a caller that failed)."""
+        with self._lock:
+            for seq in sorted(self._ready):
+                self.emit(self._ready.pop(seq), cpu)
+
+    def emit(self, item, cpu) -> bool:
+        stage = self.stage
+        if isinstance(item, _Done):
+            results = stage.predictions(item.frames, item.tops, [item.times] * len(item.frames), item.done_at)
+            if self._halted or stage.stop.is_set():
+                self._halted = True
+                stage.undelivered.extend(results)
+            else:
+                self._halted = stage.deliver(results, cpu)
+        elif not self._halted and not (item is None and self._closed):
+            try:
+                if item is None:  # the run's end: the first caller's marker closes the outbox
+                    self._closed = True
+                    stage.outbox.close("end of input")
+                else:
+                    stage.outbox.put(item)
+            except Stopped:
+                self._halted = True
+        return self._halted
+
+
+class _Caller(Worker):
+    """One more thread calling the model, side by side with the inference thread (`InferenceThread.callers`)."""
+
+    role = "batching"
+
+    def __init__(self, stage: InferenceThread, name: str) -> None:
+        super().__init__(name, stage.stop)
+        self.stage = stage
+
+    def work(self) -> None:
+        cv2.setNumThreads(1)
+        self.stage.consume(self.cpu)
+
+
 class _Preprocessing(Worker):
-    """The overlapped inference stage's first half: the mux → batches → preprocess → a one-batch hand-off."""
+    """The overlapped inference stage's first half: the mux → batches → preprocess → a one-batch hand-off,
+    each item numbered in the order it was taken, so that callers side by side can release them in order."""
 
     role = "preprocess"
 
-    def __init__(self, owner: InferenceThread) -> None:
+    def __init__(self, owner: InferenceThread, calls: int = 1) -> None:
         super().__init__("preprocess", owner.stop)
-        self.owner = owner
+        self.owner, self.calls = owner, calls
         self.handoff: FrameQueue = FrameQueue(1, owner.stop)
-        self.held: _Prepared | None = None  # preprocessed, but the stop came before it could be handed over
+        self.held: tuple[int, _Prepared] | None = None  # preprocessed, but the stop came before it could be handed
+        self._seq = 0
 
     def work(self) -> None:
         cv2.setNumThreads(1)
@@ -212,28 +306,33 @@ class _Preprocessing(Worker):
             for end in batch.ended:
                 self._hand(end)
             if batch.finished:
-                self._hand(None)
+                for _ in range(self.calls):  # every caller's own end marker
+                    self._hand(None)
                 return
 
     def _hand(self, item) -> None:
         waiting = time.perf_counter()
+        numbered = (self._seq, item)
+        self._seq += 1
         try:
-            self.handoff.put(item)
+            self.handoff.put(numbered)
         except Stopped:
             if isinstance(item, _Prepared):
-                self.held = item
+                self.held = numbered
             raise
         self.cpu.waited(waiting)
 
 
-def local_inference(backend: Backend, preprocess, categories: list[str], batching: Batching, overlap: bool = True):
+def local_inference(backend: Backend, preprocess, categories: list[str], batching: Batching, overlap: bool = True,
+                    calls: int = 1):
     """The stage factory of a run whose model is in this process (stream.session.local calls it). `overlap`:
-    preprocess in a thread of its own (host preprocessing; a GPU's is queued on the device anyway)."""
+    preprocess in a thread of its own (host preprocessing; a GPU's is queued on the device anyway); `calls`:
+    model calls side by side (InferenceThread)."""
 
     def make(mux: StreamMux, outbox: FrameQueue, stats: Mapping[int, StatsCollector], totals: StatsCollector,
              stop: threading.Event) -> InferenceThread:
         return InferenceThread(mux, outbox, preprocess, backend, categories, stats, totals, stop, batching,
-                               overlap=overlap)
+                               overlap=overlap, calls=calls)
 
     return make
 

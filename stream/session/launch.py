@@ -37,6 +37,7 @@ class LoadedModel:
     load: LoadRecord
     warmup_s: float
     threads: int | None = None  # a CPU runtime's intra-op threads
+    calls: int = 1  # model calls side by side (stream.pipeline.inference)
 
 
 @dataclass
@@ -110,6 +111,7 @@ def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], pl
 
     backend, warmup_s = load(plan.threads)
     record = backend.load
+    calls = 1
     try:
         # The plan left cores to the rest of the pipeline (int8); on a CPU where the model is slow that starves it.
         rest = rest_of_frame_ms([s.info for s in sources], bool(cfg.output)) if (
@@ -118,7 +120,11 @@ def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], pl
             with born_as("inference_pool"):
                 wall, cpu = _model_ms(backend, batching.size)
             cores = available_cores()
-            if model_is_serial_path(wall, cpu, rest, cores):
+            if model_is_serial_path(wall, cpu, rest, cores) and getattr(backend, "parallel_calls", False):
+                calls = max(1, cores // plan.threads)
+                print(f"the model takes {wall:.1f} ms a frame on {plan.threads} thread(s) against ~{rest:.0f} ms of "
+                      f"CPU for the rest of a frame: it bounds the run, so {calls} calls run side by side", flush=True)
+            elif model_is_serial_path(wall, cpu, rest, cores):
                 print(f"the model takes {wall:.1f} ms a frame on {plan.threads} thread(s) against ~{rest:.0f} ms of "
                       f"CPU for the rest of a frame: it bounds the run, so it gets all {cores} cores", flush=True)
                 first = backend.load
@@ -132,13 +138,14 @@ def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], pl
 
         def engine(totals, outputs, decisions=None) -> LocalEngine:
             # Preprocessing on the host overlaps the model (stream.pipeline.inference); on a GPU it is the device's.
-            stage = local_inference(backend, preprocessor, list(model.categories), batching,
-                                    overlap=backend.input_device == "cpu")
+            overlap = backend.input_device == "cpu"
+            stage = local_inference(backend, preprocessor, list(model.categories), batching, overlap=overlap,
+                                    calls=calls if overlap else 1)
             return LocalEngine(stage, Renderer(model.random_weights), batching, totals, plan.reconnect, outputs,
                                open_stream, cfg.keep_running, plan.health, decisions)
 
         loaded = LoadedModel(model, backend.name, backend.device, backend.precision, record, warmup_s,
-                             getattr(backend, "threads", None))
+                             getattr(backend, "threads", None), calls)
         yield Launched(loaded, engine, backend.device_peak_mb)
     finally:
         if backend is not None:

@@ -185,7 +185,7 @@ class Run:
         self.info = RunInfo(self.sources[0].info if self.sources else None, model.name, model.weights,
                             model.random_weights, loaded.backend, loaded.device, loaded.precision,
                             plan.batching.size, plan.streams[0].policy if plan.streams else "latest", cfg.resize,
-                            model.preprocess.interpolation, cfg.engine, loaded.threads)
+                            model.preprocess.interpolation, cfg.engine, loaded.threads, loaded.calls)
         session = Session(plan.batching.size, self._ui(), launched.device_peak_mb, cfg.keep_running)
         if self.server is not None:
             session.on_gone = self.server.forget_stream
