@@ -11,10 +11,10 @@ met (its p95 end-to-end latency beyond the run's budget, or more than 5 % droppe
 - the project: one `run_stream.py` process with N `--source`s (batch as the run plans it for live sources),
   each stream writing its annotated video (mp4v, as the peer); every stream's fps and e2e p95 from the report,
   and the run's CPU per frame;
-- the peer: N processes of scripts/peer_openvino.py's loop (an Open Model Zoo-style OpenVINO loop, fp32, one
-  per camera, as such deployments run), each reading the camera for the same number of frames; a peer loop
-  keeps up when it shows ≥ 0.95 × 30 frames per second of its wall time (it reads losslessly, so one that
-  falls behind shows fewer).
+- the peer: N processes of scripts/peer_openvino.py's loop (an Open Model Zoo-style OpenVINO loop, fp32, or the
+  project's int8 model with `--peer-precision int8`; one per camera, as such deployments run), each reading the
+  camera for the same number of frames; a peer loop keeps up when it shows ≥ 0.95 × 30 frames per second of its
+  wall time (it reads losslessly, so one that falls behind shows fewer).
 
 Prints a table per side and the largest N each keeps real-time. Run it alone: the machine's other load counts.
 """
@@ -62,7 +62,8 @@ def project(urls: list[str], a, work: Path) -> dict:
 
 def peer(urls: list[str], a, work: Path) -> dict:
     cmd = [sys.executable, str(ROOT / "scripts" / "peer_openvino.py"), "--peer-only", "--model", a.model,
-           "--weights", a.weights, "--frames", str(int(CAMERA_FPS * a.seconds)), "--cache-dir", a.cache_dir]
+           "--weights", a.weights, "--frames", str(int(CAMERA_FPS * a.seconds)), "--cache-dir", a.cache_dir,
+           "--peer-precision", a.peer_precision]
     # RTSP over TCP, as the project reads it (FFmpeg's own default tries UDP first, which loses packets under load).
     env = {**os.environ, "OPENCV_FFMPEG_CAPTURE_OPTIONS": "rtsp_transport;tcp"}
     procs = [subprocess.Popen([*cmd, "--clip", u], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -89,6 +90,8 @@ def main() -> int:
     ap.add_argument("--cache-dir", help="artifact cache (default: a fresh one)")
     ap.add_argument("--project-args", nargs=argparse.REMAINDER, default=[],
                     help="the rest of the line goes to the project's run_stream.py (e.g. --threads 1)")
+    ap.add_argument("--peer-precision", default="fp32", choices=("fp32", "int8"),
+                    help="the peer's model: fp32 (as the Open Model Zoo demo runs it) or the project's own int8 one")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--no-project", action="store_true")
     a = ap.parse_args()
@@ -117,7 +120,8 @@ def main() -> int:
                           file=sys.stderr, flush=True)
                     if not r.get("ok"):
                         break
-    print(f"{a.model} ({a.weights}) {a.backend} {a.precision}; cameras: 1280x720 H.264 at {CAMERA_FPS:g} fps over "
+    print(f"{a.model} ({a.weights}) {a.backend} {a.precision}, peer OpenVINO {a.peer_precision}; cameras: 1280x720 "
+          f"H.264 at {CAMERA_FPS:g} fps over "
           f"RTSP on loopback; {a.seconds:g} s per run; a stream keeps up at ≥ {KEEP_UP} × {CAMERA_FPS:g} fps "
           f"(and, for the project, its real-time verdict: e2e p95 within budget, ≤ 5 % dropped)")
     print("| side | cameras | kept up | fps per stream (min / max) | e2e p95 ms (max) | CPU ms per frame | "
