@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 from rich.console import Console
 
 from stream.frames import TopK
@@ -45,6 +47,9 @@ def test_dashboard_shows_every_field():
                      "NOT REAL-TIME", "27.0 fps < 28.5"]:
         assert expected in text, expected
     assert "RANDOM WEIGHTS" not in text
+    assert "side by side" not in text
+    sides = replace(info(), backend="onnxruntime", precision="int8", threads=1, calls=2)
+    assert "onnxruntime on cpu, int8, batch 4, 2 model calls side by side" in render(build_dashboard(snapshot(), sides))
 
 
 def test_dashboard_warns_about_random_weights_and_hides_progress_for_live():

@@ -39,7 +39,8 @@ def build_dashboard(snap: StatsSnapshot, info: RunInfo) -> Panel:
     else:
         header.add_row("source", "none yet: waiting for streams to join")
     header.add_row("model", Text(f"{info.model}  weights: {info.weights}"))
-    header.add_row("backend", f"{info.backend} on {info.device}, {info.precision}, batch {info.batch}")
+    calls = f", {info.calls} model calls side by side" if info.calls > 1 else ""
+    header.add_row("backend", f"{info.backend} on {info.device}, {info.precision}, batch {info.batch}{calls}")
     resize = "faithful to the weights" if info.resize == "faithful" else "FAST (no antialiasing: labels may differ)"
     header.add_row("resize", f"{info.interpolation}, {resize}")
 
