@@ -103,19 +103,28 @@ class SharedSession(BurningModel):
     parallel_calls = True
 
 
-def test_a_model_that_takes_calls_side_by_side_is_not_reloaded_but_called_from_every_core(monkeypatch, capsys):
+def launched_shared(monkeypatch, cores: int, ms_per_frame: float):
     monkeypatch.setattr("stream.backends.backend_class", lambda name: SharedSession)
-    monkeypatch.setattr(launch, "available_cores", lambda: 2)
-    monkeypatch.setattr(BurningModel, "ms_per_frame", 30.0)
+    monkeypatch.setattr(launch, "available_cores", lambda: cores)
+    monkeypatch.setattr(BurningModel, "ms_per_frame", ms_per_frame)
     monkeypatch.setattr(BurningModel, "made", [])
     cfg = replace(Config(), backend="onnxruntime", precision="int8", warmup=1, output="out.mp4")
-    plan = plan_run(cfg, [StreamSpec("clip.mp4", "clip")], [HD], cores=2)
+    plan = plan_run(cfg, [StreamSpec("clip.mp4", "clip")], [HD], cores=cores)
     with launch.launch_local(cfg, [], [SimpleNamespace(info=HD)], plan) as run:
-        loaded = run.loaded
+        return plan, run.loaded
+
+
+def test_a_model_that_takes_calls_side_by_side_is_not_reloaded_but_called_from_every_core(monkeypatch, capsys):
+    plan, loaded = launched_shared(monkeypatch, 2, 30.0)
     assert plan.threads == 1 and loaded.threads == 1 and loaded.calls == 2
     assert len(BurningModel.made) == 1  # loaded once
     assert "2 calls run side by side" in capsys.readouterr().out
-    # A fast model keeps one call at a time.
-    monkeypatch.setattr(BurningModel, "ms_per_frame", 1.0)
-    with launch.launch_local(cfg, [], [SimpleNamespace(info=HD)], plan) as run:
-        assert run.loaded.calls == 1
+    assert launched_shared(monkeypatch, 2, 1.0)[1].calls == 1  # a fast model keeps one call at a time
+
+
+def test_on_more_cores_a_model_that_bounds_the_run_is_reloaded_on_every_core(monkeypatch, capsys):
+    """Calls side by side were measured on 2 cores (one thread each); on 4 the plan's 3 threads make one call."""
+    plan, loaded = launched_shared(monkeypatch, 4, 30.0)
+    assert plan.threads == 3 and loaded.calls == 1
+    assert len(BurningModel.made) == 2  # reloaded, on the backend's default: every core
+    assert "it gets all 4 cores" in capsys.readouterr().out

@@ -23,10 +23,13 @@ from stream.frames import Classified, Frame, Prediction, StageTimes
 from stream.observe.stats import StatsCollector
 from stream.pipeline.mux import StreamEnd, StreamMux
 from stream.pipeline.postprocess import top_k
-from stream.pipeline.queues import FrameQueue, Stopped
+from stream.pipeline.queues import POLL_S, FrameQueue, Stopped
 from stream.pipeline.worker import Worker
 
 STOP_JOIN_S = 1.0  # a batch being preprocessed when the stop came: it is finished and classified too
+# The other model callers' batches in progress at a stop or an error are finished too, within this (under the engine's
+# STAGE_JOIN_S, stream.session.local, which then drains what they classified).
+SETTLE_S = 2.5
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class InferenceThread(BatchStage):
         self.preprocess, self.backend = preprocess, backend
         self.feeder = _Preprocessing(self, calls) if overlap else None
         self.callers = [_Caller(self, f"inference-{i + 1}") for i in range(1, calls)]
-        self._order = _InOrder(self)
+        self._order = _InOrder(self, calls)
 
     @property
     def clocks(self) -> list:
@@ -136,10 +139,16 @@ class InferenceThread(BatchStage):
             caller.start()
         try:
             self.consume(self.cpu)
-            for caller in self.callers:  # each leaves after its own end marker
+            for caller in self.callers:  # each leaves after its own end marker, or at a stop or another's error
                 caller.join()
+            if self.stop.is_set():  # a caller failed: what the others classified still reaches the sinks
+                self._settle(time.monotonic() + SETTLE_S)
         except Stopped:
             self._finish_at_stop()
+            raise
+        except BaseException:  # this thread's own model call failed: the same for the others' results
+            self.stop.set()
+            self._settle(time.monotonic() + SETTLE_S)
             raise
         finally:
             failed = next((w.error for w in (self.feeder, *self.callers) if w.error is not None), None)
@@ -171,7 +180,9 @@ class InferenceThread(BatchStage):
         """One model caller's loop (this thread's and each `_Caller`'s): hand-offs in, results released in order."""
         while True:
             waiting = time.perf_counter()
+            self._order.wait_for_room()
             seq, item = self.feeder.handoff.get()
+            self._order.taken(seq)
             cpu.waited(waiting)
             cpu.lap("batching")
             if isinstance(item, _Prepared):
@@ -184,17 +195,28 @@ class InferenceThread(BatchStage):
     def _finish_at_stop(self) -> None:
         """Batches taken from the mux and preprocessed when the stop came are classified all the same (the
         engine drains `undelivered` into the sinks): a frame taken from the mux is never lost."""
+        deadline = time.monotonic() + SETTLE_S
         self.feeder.join(STOP_JOIN_S)
-        for caller in self.callers:
-            caller.join(STOP_JOIN_S)
         left = [*self.feeder.handoff.drain(), *([self.feeder.held] if self.feeder.held is not None else [])]
-        for seq, item in left:
-            if isinstance(item, _Prepared):
-                tops = top_k(self.backend.infer(item.inputs), self.categories, self.top)
-                item = _Done(item.frames, tops, StageTimes(item.preprocess_s * 1000, 0.0, 0.0, len(item.frames)),
-                             time.perf_counter())
-            self._order.release(seq, item, self.cpu)
-        self._order.flush(self.cpu)
+        try:
+            for seq, item in left:
+                if isinstance(item, _Prepared):
+                    tops = top_k(self.backend.infer(item.inputs), self.categories, self.top)
+                    item = _Done(item.frames, tops, StageTimes(item.preprocess_s * 1000, 0.0, 0.0, len(item.frames)),
+                                 time.perf_counter())
+                self._order.release(seq, item, self.cpu)
+        finally:  # a model that fails again here: what the other callers classified still leaves
+            self._settle(deadline)
+
+    def _settle(self, deadline: float) -> None:
+        """After a stop or an error: the other callers finish their batches, then whatever was classified goes
+        to `undelivered` in order, past a batch that failed. A caller still in its model call at the deadline
+        keeps the results behind it (they would leave ahead of its own); what it finishes later is not counted."""
+        for caller in self.callers:
+            caller.join(max(0.0, deadline - time.monotonic()))
+        if not any(caller.is_alive() for caller in self.callers):
+            self._order.flush(self.cpu)
+        self._order.seal()
 
 
 @dataclass(frozen=True)
@@ -218,28 +240,52 @@ class _InOrder:
     one item at a time, so the stats are counted in frame order too. Once the run is stopped, results go to
     the stage's `undelivered`, still in order (the engine drains them into the sinks)."""
 
-    def __init__(self, stage: InferenceThread) -> None:
-        self.stage = stage
-        self._lock = threading.Lock()
-        self._next = 0
+    def __init__(self, stage: InferenceThread, calls: int = 1) -> None:
+        self.stage, self.calls = stage, calls
+        self._lock = threading.Condition()
+        self._next = 0  # the next item to emit
+        self._taken = 0  # one past the latest item a caller took
         self._ready: dict[int, object] = {}
         self._closed = False
         self._halted = False
+        self._sealed = False
+
+    def wait_for_room(self) -> None:
+        """Before a caller takes another batch: at most `calls` taken and not yet emitted. Without this the other
+        callers would race ahead of a slow call, and their results would sit here, growing stale, instead of
+        their frames waiting in the mux, where a live stream drops what has gone stale."""
+        with self._lock:
+            while self._taken - self._next >= self.calls:
+                if self.stage.stop.is_set():
+                    raise Stopped
+                self._lock.wait(POLL_S)
+
+    def taken(self, seq: int) -> None:
+        with self._lock:
+            self._taken = max(self._taken, seq + 1)
 
     def release(self, seq: int, item, cpu) -> bool:
         """`item` is ready; emit it and whatever it unblocks. True once the run has been stopped."""
         with self._lock:
+            if self._sealed:
+                return True
             self._ready[seq] = item
             while self._next in self._ready:
                 self.emit(self._ready.pop(self._next), cpu)
                 self._next += 1
+            self._lock.notify_all()
             return self._halted
 
     def flush(self, cpu) -> None:
-        """At a stop, after the callers: results behind a batch that never came back (a caller that failed)."""
+        """At a stop or an error, once every caller has ended: results behind a batch that never came back."""
         with self._lock:
             for seq in sorted(self._ready):
                 self.emit(self._ready.pop(seq), cpu)
+
+    def seal(self) -> None:
+        """The engine drains `undelivered` next: nothing is added (or counted) after this."""
+        with self._lock:
+            self._sealed = True
 
     def emit(self, item, cpu) -> bool:
         stage = self.stage

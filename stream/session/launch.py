@@ -120,8 +120,11 @@ def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], pl
             with born_as("inference_pool"):
                 wall, cpu = _model_ms(backend, batching.size)
             cores = available_cores()
-            if model_is_serial_path(wall, cpu, rest, cores) and getattr(backend, "parallel_calls", False):
-                calls = max(1, cores // plan.threads)
+            # Calls side by side on the threads the plan gave, where they make two or more (2 cores: 1 thread each,
+            # measured); elsewhere the reload on every core, as measured before them.
+            side_by_side = cores // plan.threads if getattr(backend, "parallel_calls", False) else 1
+            if model_is_serial_path(wall, cpu, rest, cores) and side_by_side >= 2:
+                calls = side_by_side
                 print(f"the model takes {wall:.1f} ms a frame on {plan.threads} thread(s) against ~{rest:.0f} ms of "
                       f"CPU for the rest of a frame: it bounds the run, so {calls} calls run side by side", flush=True)
             elif model_is_serial_path(wall, cpu, rest, cores):
