@@ -123,19 +123,20 @@ def launch_local(cfg: Config, specs: list[StreamSpec], sources: list[Source], pl
             # Calls side by side on the threads the plan gave, where they make two or more (2 cores: 1 thread each,
             # measured); elsewhere the reload on every core, as measured before them.
             side_by_side = cores // plan.threads if getattr(backend, "parallel_calls", False) else 1
-            if model_is_serial_path(wall, cpu, rest, cores) and side_by_side >= 2:
-                calls = side_by_side
-                print(f"the model takes {wall:.1f} ms a frame on {plan.threads} thread(s) against ~{rest:.0f} ms of "
-                      f"CPU for the rest of a frame: it bounds the run, so {calls} calls run side by side", flush=True)
-            elif model_is_serial_path(wall, cpu, rest, cores):
-                print(f"the model takes {wall:.1f} ms a frame on {plan.threads} thread(s) against ~{rest:.0f} ms of "
-                      f"CPU for the rest of a frame: it bounds the run, so it gets all {cores} cores", flush=True)
-                first = backend.load
-                backend.close()
-                backend = None
-                backend, more = load(None)
-                warmup_s += more
-                record = _both(first, backend.load)
+            if model_is_serial_path(wall, cpu, rest, cores):
+                bounds = (f"the model takes {wall:.1f} ms a frame on {plan.threads} thread(s) against ~{rest:.0f} ms "
+                          "of CPU for the rest of a frame: it bounds the run, so")
+                if side_by_side >= 2:
+                    calls = side_by_side
+                    print(f"{bounds} {calls} calls run side by side", flush=True)
+                else:
+                    print(f"{bounds} it gets all {cores} cores", flush=True)
+                    first = backend.load
+                    backend.close()
+                    backend = None
+                    backend, more = load(None)
+                    warmup_s += more
+                    record = _both(first, backend.load)
         model = backend.model
         preprocessor = make_preprocessor(model.preprocess, backend.input_device, cfg.resize)
 
